@@ -1,0 +1,122 @@
+"""Shared machinery for learners that classify vectors: an MLP, a seeded training loop, masking.
+
+Baselines subclass `ClassifierLearner` and override one hook each
+(`extra_loss`, `before_wake`, `after_wake`, `training_data`), which keeps every
+baseline a short module that says only what makes it different.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from somna.learners.backbones import MLP
+from somna.learners.base import Learner, LearnerConfig, Metrics
+from somna.learners.optim import build_optimizer
+
+
+@dataclass
+class ClassifierConfig(LearnerConfig):
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    lr: float = 1e-3
+    epochs: int = 5
+    batch_size: int = 32
+    optimizer: str = "adam"
+
+
+def experience_tensors(dataset: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, y, task) tensors of a vector-curriculum split."""
+    data = dataset.with_format("torch")[:]
+    return data["x"].float(), data["y"].long(), data["task"].long()
+
+
+class ClassifierLearner(Learner):
+    """Trains an MLP with cross-entropy for `epochs` passes per experience (optimizer reset each time)."""
+
+    Config = ClassifierConfig
+
+    def __init__(self, config: Any, info: Any, seed: int):
+        super().__init__(config, info, seed)
+        for name in ("epochs", "batch_size"):
+            if getattr(config, name) < 1:
+                raise ValueError(f"learner.{name} must be >= 1, got {getattr(config, name)}")
+        torch.manual_seed(seed)
+        self.model = MLP(int(torch.tensor(info.input_shape).prod()), list(config.hidden), info.num_classes)
+        self._task_masks = self._build_task_masks()
+
+    # -- hooks a baseline overrides -------------------------------------------------
+    def training_data(self, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The (x, y, task) this wake trains on; `joint` widens it to everything seen."""
+        return x, y, task
+
+    def before_wake(self, experience: Any) -> None:
+        """Called before training on an experience (e.g. snapshot a teacher)."""
+
+    def extra_loss(self, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
+        """A term added to the batch's cross-entropy (replay, regularizers)."""
+        return None
+
+    def after_wake(self, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> None:
+        """Called after training on an experience with its data (e.g. Fisher, buffers)."""
+
+    # -- the loop ---------------------------------------------------------------------
+    def wake(self, experience: Any) -> Metrics:
+        x_new, y_new, task_new = experience_tensors(experience.train)
+        self.before_wake(experience)
+        x, y, task = self.training_data(x_new, y_new, task_new)
+        optimizer = build_optimizer(self.config.optimizer, self.model.parameters(), self.config.lr)
+        generator = self.generator(experience.index)
+        self.model.train()
+        total, steps = 0.0, 0
+        for _ in range(self.config.epochs):
+            for batch in torch.randperm(len(y), generator=generator).split(self.config.batch_size):
+                logits = self.model(x[batch])
+                loss = self.cross_entropy(logits, y[batch], task[batch])
+                extra = self.extra_loss(x[batch], y[batch], task[batch], logits)
+                if extra is not None:
+                    loss = loss + extra
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total, steps = total + float(loss), steps + 1
+        self.model.eval()
+        self.after_wake(x_new, y_new, task_new)
+        return {"loss": total / max(steps, 1), "train_examples": float(len(y))}
+
+    def generator(self, experience_index: int, salt: int = 0) -> torch.Generator:
+        """A generator fixed by (seed, experience, salt), so a resumed run draws the same numbers."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + experience_index * 101 + salt)
+
+    # -- scenario handling --------------------------------------------------------------
+    def _build_task_masks(self) -> torch.Tensor | None:
+        """(tasks, classes) bool: in task-IL each experience answers only among its own classes."""
+        if self.info.scenario != "task":
+            return None
+        masks = torch.zeros(self.info.num_experiences, self.info.num_classes, dtype=torch.bool)
+        for index, classes in enumerate(self.info.classes_per_experience):
+            masks[index, list(classes)] = True
+        return masks
+
+    def masked(self, logits: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+        if self._task_masks is None or task is None:
+            return logits
+        return logits.masked_fill(~self._task_masks[task], float("-inf"))
+
+    def cross_entropy(self, logits: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.masked(logits, task), y)
+
+    def predict(self, batch: dict[str, torch.Tensor], task_id: int | None = None) -> torch.Tensor:
+        logits = self.model(batch["x"].float())
+        if task_id is not None:
+            logits = self.masked(logits, torch.full((len(logits),), task_id, dtype=torch.long))
+        return logits.argmax(dim=-1)
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})

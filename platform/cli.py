@@ -1,0 +1,3 @@
+"""Placeholder; replaced by the real CLI."""
+def main() -> None:
+    pass

@@ -1,0 +1,124 @@
+"""Name -> object registries for learners, curricula, kernels and sleep stages.
+
+Every room registers its public pieces here by name so that a config can pick
+them with a string, and third-party packages add their own through entry
+points without touching somna. This module imports nothing of somna, which is
+what lets every room depend on it without creating import cycles.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class UnknownNameError(KeyError):
+    """A name that no registry entry answers to; the message lists the valid ones."""
+
+    def __init__(self, kind: str, name: str, choices: list[str]):
+        self.kind, self.name, self.choices = kind, name, choices
+        super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(choices)}")
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return self.args[0]
+
+
+class Registry:
+    """A named collection of classes or functions, filled by a decorator and by plugins.
+
+    Plugins are entry points in `group`; each is loaded on first lookup. An
+    entry point that points at a module registers itself through the decorator
+    on import; one that points at an object is registered under the entry
+    point's name. A plugin that fails to import is reported by name and the
+    others still load.
+    """
+
+    def __init__(self, kind: str, group: str):
+        self.kind = kind
+        self.group = group
+        self._entries: dict[str, Any] = {}
+        self._descriptions: dict[str, str] = {}
+        self._plugins_loaded = False
+        self.plugin_errors: dict[str, str] = {}
+
+    def register(self, name: str, *, description: str | None = None) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            self.add(name, obj, description=description)
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj: Any, *, description: str | None = None) -> None:
+        existing = self._entries.get(name)
+        if existing is not None and existing is not obj:
+            raise ValueError(f"{self.kind} {name!r} is already registered by {_qualname(existing)}")
+        self._entries[name] = obj
+        self._descriptions[name] = description or _first_doc_line(obj)
+
+    def get(self, name: str) -> Any:
+        self._load_plugins()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(self.kind, name, self.names()) from None
+
+    def __contains__(self, name: object) -> bool:
+        self._load_plugins()
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return sorted(self._entries)
+
+    def describe(self) -> dict[str, str]:
+        """Name -> one-line description, sorted by name."""
+        return {name: self._descriptions[name] for name in self.names()}
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for entry_point in importlib.metadata.entry_points(group=self.group):
+            try:
+                loaded = entry_point.load()
+            except Exception as error:  # a broken plugin must not take the others down
+                message = f"{type(error).__name__}: {error}"
+                self.plugin_errors[entry_point.name] = message
+                warnings.warn(
+                    f"somna plugin {entry_point.name!r} ({entry_point.value}) in group "
+                    f"{self.group!r} failed to load: {message}",
+                    stacklevel=2,
+                )
+                continue
+            if entry_point.name not in self._entries and not _is_module(loaded):
+                self.add(entry_point.name, loaded)
+
+
+def _is_module(obj: Any) -> bool:
+    return type(obj).__name__ == "module"
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _first_doc_line(obj: Any) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+LEARNERS = Registry("learner", "somna.learners")
+CURRICULA = Registry("curriculum", "somna.curricula")
+KERNELS = Registry("kernel", "somna.kernels")
+SLEEP_STAGES = Registry("sleep stage", "somna.sleep_stages")
+
+register_learner = LEARNERS.register
+register_curriculum = CURRICULA.register
+register_kernel = KERNELS.register
+register_sleep_stage = SLEEP_STAGES.register
