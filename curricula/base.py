@@ -58,6 +58,7 @@ class Curriculum(abc.ABC):
     """An iterable of experiences, built deterministically from (config, scenario, seed)."""
 
     Config: ClassVar[type] = CurriculumConfig
+    modality: ClassVar[str] = "vector"  # picks the learner implementation ("vector" | "text")
     scenarios: ClassVar[tuple[str, ...]] = SCENARIOS
     default_scenario: ClassVar[str] = "class"
 

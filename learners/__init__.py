@@ -3,3 +3,4 @@
 from somna.learners.base import Learner, LearnerConfig, Metrics, SleepConfig, SleepContext, SleepStage
 
 __all__ = ["Learner", "LearnerConfig", "Metrics", "SleepConfig", "SleepContext", "SleepStage"]
+from somna.learners import stages  # noqa: F401,E402  (registers expansion, knowledge-seeding, dreaming)

@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 class UnknownNameError(KeyError):
     """A name that no registry entry answers to; the message lists the valid ones."""
 
-    def __init__(self, kind: str, name: str, choices: list[str]):
+    def __init__(self, kind: str, name: str, choices: list[str], message: str | None = None):
         self.kind, self.name, self.choices = kind, name, choices
-        super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(choices)}")
+        super().__init__(message or f"unknown {kind} {name!r}; choose one of: {', '.join(choices)}")
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return self.args[0]
@@ -113,7 +113,53 @@ def _first_doc_line(obj: Any) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
-LEARNERS = Registry("learner", "somna.learners")
+class LearnerVariants(dict):
+    """One learner name, implemented per input modality ("vector", "text"): modality -> class.
+
+    `finetune` on digits and `finetune` on a text stream are different code with
+    the same meaning; the curriculum's modality picks the implementation.
+    """
+
+    def for_modality(self, name: str, modality: str) -> Any:
+        try:
+            return self[modality]
+        except KeyError:
+            raise UnknownNameError(
+                "learner",
+                name,
+                sorted(self),
+                f"learner {name!r} has no implementation for {modality} curricula; "
+                f"it supports: {', '.join(sorted(self))}",
+            ) from None
+
+
+class LearnerRegistry(Registry):
+    """Learners register per modality under one name (see LearnerVariants)."""
+
+    def register(self, name: str, *, modality: str = "vector", description: str | None = None) -> Callable[[T], T]:
+        def decorator(cls: T) -> T:
+            self.add(name, cls, modality=modality, description=description)
+            return cls
+
+        return decorator
+
+    def add(self, name: str, obj: Any, *, modality: str | None = None, description: str | None = None) -> None:
+        modality = modality or getattr(obj, "modality", "vector")
+        variants = self._entries.setdefault(name, LearnerVariants())
+        if variants.get(modality, obj) is not obj:
+            raise ValueError(f"learner {name!r} for {modality} is already registered by {_qualname(variants[modality])}")
+        variants[modality] = obj
+        self._descriptions.setdefault(name, description or _first_doc_line(obj))
+
+    def resolve(self, name: str, modality: str) -> Any:
+        """The class implementing learner `name` for curricula of `modality`."""
+        return self.get(name).for_modality(name, modality)
+
+    def modalities(self, name: str) -> list[str]:
+        return sorted(self.get(name))
+
+
+LEARNERS = LearnerRegistry("learner", "somna.learners")
 CURRICULA = Registry("curriculum", "somna.curricula")
 KERNELS = Registry("kernel", "somna.kernels")
 SLEEP_STAGES = Registry("sleep stage", "somna.sleep_stages")
