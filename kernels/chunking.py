@@ -1,0 +1,57 @@
+"""Input checks and chunk reshaping shared by the functional ops.
+
+Every op takes (B, H, T, D) tensors and a state (B, H, d_k, d_v). The
+chunkwise forms view time as (N chunks, C positions); when C does not divide
+T the sequence is zero-padded at the end, which the ops make inert (zero key,
+zero beta, zero log-decay leave the state untouched) and the padded outputs
+are cut off again.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def check_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    per_token: dict[str, torch.Tensor | None] | None = None,
+    initial_state: torch.Tensor | None,
+    chunk_size: int | None,
+) -> torch.Tensor:
+    """Validate shapes and the chunk size; return the initial state (zeros when not given)."""
+    if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise ValueError(
+            f"q, k must be (B, H, T, d_k) and v (B, H, T, d_v) with equal B, H, T; "
+            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    for name, tensor in (per_token or {}).items():
+        if tensor is not None and tensor.shape != q.shape[:3]:
+            raise ValueError(f"{name} must be (B, H, T) = {tuple(q.shape[:3])}, got {tuple(tensor.shape)}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be None (recurrent form) or a positive int, got {chunk_size!r}")
+    batch, heads, _, d_k = q.shape
+    state_shape = (batch, heads, d_k, v.shape[-1])
+    if initial_state is None:
+        return q.new_zeros(state_shape)
+    if initial_state.shape != state_shape:
+        raise ValueError(f"initial_state must be (B, H, d_k, d_v) = {state_shape}, got {tuple(initial_state.shape)}")
+    return initial_state
+
+
+def to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """(B, H, T, ...) -> (B, H, N, C, ...), zero-padding T up to a multiple of C."""
+    length = x.shape[2]
+    padding = (-length) % chunk_size
+    if padding:
+        trailing = [0, 0] * (x.dim() - 3)
+        x = F.pad(x, trailing + [0, padding])
+    return x.reshape(*x.shape[:2], -1, chunk_size, *x.shape[3:])
+
+
+def from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, H, N, C, ...) -> (B, H, T, ...), dropping the padding added by `to_chunks`."""
+    return x.reshape(*x.shape[:2], -1, *x.shape[4:])[:, :, :length]
