@@ -2,5 +2,6 @@
 
 from somna.kernels.linear_attention import linear_attention
 from somna.kernels.delta_rule import delta_rule, gated_delta_rule
+from somna.kernels.seq_layers import DeltaNet, GatedDeltaNet, LinearAttention  # registers the three layers
 
-__all__ = ["delta_rule", "gated_delta_rule", "linear_attention"]
+__all__ = ["DeltaNet", "GatedDeltaNet", "LinearAttention", "delta_rule", "gated_delta_rule", "linear_attention"]
