@@ -1,0 +1,217 @@
+"""Run configuration: OmegaConf structured configs, YAML presets, dotlist overrides.
+
+The schema is in three parts: the run-wide `RunConfig` below, the chosen
+curriculum's `Config` dataclass and the chosen learner's `Config` dataclass
+(picked by `learner.name` and the curriculum's modality). Everything is
+validated here, before Ray starts, so a typo is a one-line error and never a
+traceback from a worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from somna.platform.catalog import load_builtins
+from somna.platform.registry import CURRICULA, LEARNERS, UnknownNameError
+
+PRESETS_DIR = Path(__file__).parent / "presets"  # shipped as package data
+GROUPS = ("curriculum", "learner")  # `learner=replay` selects a group; `learner.buffer=500` sets a field
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported to the user as one line (exit code 2)."""
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # None: start an embedded local Ray; "auto" or "ray://host:port": join a cluster
+    num_cpus: int | None = None  # CPUs of the embedded local Ray (None: all of this machine's)
+    dashboard: bool = False
+    dashboard_host: str = "127.0.0.1"
+    connect_timeout_s: float = 30.0  # how long to wait for an unreachable --address before failing
+
+
+@dataclass
+class TaskResources:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+@dataclass
+class ResourcesConfig:
+    wake: TaskResources = field(default_factory=TaskResources)  # the actor that wakes and sleeps
+    eval: TaskResources = field(default_factory=TaskResources)  # each evaluation task
+    threads: int = 1  # torch threads per learner process; fixed so every executor computes the same floats
+
+
+@dataclass
+class LoggingConfig:
+    progress: bool = True
+    tensorboard: bool = False
+    mlflow: bool = False
+
+
+@dataclass
+class RunConfig:
+    name: str | None = None  # run directory name (default: <curriculum>-<learner>-s<seed>)
+    seed: int = 0
+    scenario: str | None = None  # class | task | domain (default: the curriculum's)
+    executor: str = "ray"  # ray | inline (same loop in this process, for debugging)
+    max_actor_restarts: int = 3  # a dead learner actor is rebuilt from the last checkpoint this often
+    curriculum: Any = None
+    learner: Any = None
+    ray: RayConfig = field(default_factory=RayConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+EXECUTORS = ("ray", "inline")
+
+
+def preset_names() -> list[str]:
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def _read_source(source: str) -> dict[str, Any]:
+    """The raw mapping of a preset name or a YAML file path."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in source:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {source}")
+        text = path.read_text()
+    elif source in preset_names():
+        text = (PRESETS_DIR / f"{source}.yaml").read_text()
+    else:
+        raise ConfigError(f"unknown preset {source!r}; choose one of: {', '.join(preset_names())} (or a YAML file path)")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"{source} is not valid YAML: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a YAML mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """Split `key=value` items into group selections (`learner=replay`) and a nested dict of the rest."""
+    groups: dict[str, str] = {}
+    dotlist: list[str] = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        if key in GROUPS:
+            groups[key] = value
+        else:
+            dotlist.append(item)
+    try:
+        nested = OmegaConf.to_container(OmegaConf.from_dotlist(dotlist))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"bad override: {_first_line(error)}") from None
+    return groups, nested  # type: ignore[return-value]
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _merge_strict(schema: Any, layers: list[dict[str, Any]], where: str) -> DictConfig:
+    """Merge dict layers onto a structured schema, turning OmegaConf errors into one-line ConfigErrors."""
+    node = OmegaConf.structured(schema)
+    for layer in layers:
+        try:
+            node = OmegaConf.merge(node, layer)
+        except OmegaConfBaseException as error:
+            raise ConfigError(_describe_merge_error(error, node, where)) from None
+    return node
+
+
+def _describe_merge_error(error: OmegaConfBaseException, node: DictConfig, where: str) -> str:
+    full_key = getattr(error, "full_key", None) or getattr(error, "key", None) or ""
+    key = f"{where}.{full_key}" if where and full_key else (full_key or where)
+    if type(error).__name__ == "ConfigKeyError":
+        parent = OmegaConf.select(node, ".".join(str(full_key).split(".")[:-1])) if "." in str(full_key) else node
+        valid = ", ".join(sorted(parent.keys())) if isinstance(parent, DictConfig) else ""
+        return f"unknown key {key!r}; valid keys here: {valid}"
+    message = _first_line(error).removesuffix(".")
+    return f"bad value for {key!r}: {message}"
+
+
+def load_config(source: str, overrides: list[str] | None = None) -> DictConfig:
+    """Resolve a preset name or YAML path plus `key=value` overrides into a validated run config."""
+    load_builtins()
+    preset = _read_source(source)
+    groups, user = _parse_overrides(list(overrides or []))
+
+    curriculum_cls, curriculum_node = _resolve_group(
+        "curriculum", groups, preset, user, lambda name: CURRICULA.get(name)
+    )
+    learner_cls, learner_node = _resolve_group(
+        "learner", groups, preset, user, lambda name: LEARNERS.resolve(name, curriculum_cls.modality)
+    )
+
+    top_layers = [{k: v for k, v in layer.items() if k not in GROUPS} for layer in (preset, user)]
+    cfg = _merge_strict(RunConfig, top_layers, "")
+    cfg.curriculum = curriculum_node
+    cfg.learner = learner_node
+    _check_run_fields(cfg, curriculum_cls)
+    return cfg
+
+
+def _resolve_group(
+    group: str, groups: dict[str, str], preset: dict[str, Any], user: dict[str, Any], lookup: Any
+) -> tuple[type, DictConfig]:
+    preset_node = preset.get(group) or {}
+    user_node = user.get(group) or {}
+    for where, node in ((f"preset {group}", preset_node), (f"override {group}", user_node)):
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where} must be a mapping, got {node!r}; select one with {group}=NAME")
+    name = groups.get(group) or user_node.get("name") or preset_node.get("name")
+    if not name:
+        raise ConfigError(f"no {group} given; set {group}=NAME")
+    try:
+        cls = lookup(name)
+    except UnknownNameError as error:
+        raise ConfigError(str(error)) from None
+    schema_keys = set(OmegaConf.structured(cls.Config).keys())
+    if preset_node.get("name", name) != name:
+        # switching learner/curriculum keeps the preset's fields the new one also has
+        preset_node = {k: v for k, v in preset_node.items() if k in schema_keys}
+    node = _merge_strict(cls.Config, [preset_node, user_node, {"name": name}], group)
+    return cls, node
+
+
+def _check_run_fields(cfg: DictConfig, curriculum_cls: type) -> None:
+    if cfg.scenario is None:
+        cfg.scenario = curriculum_cls.default_scenario
+    if cfg.scenario not in curriculum_cls.scenarios:
+        raise ConfigError(
+            f"bad value for 'scenario': {cfg.curriculum.name} supports {', '.join(curriculum_cls.scenarios)}, "
+            f"got {cfg.scenario!r}"
+        )
+    if cfg.executor not in EXECUTORS:
+        raise ConfigError(f"bad value for 'executor': choose one of {', '.join(EXECUTORS)}, got {cfg.executor!r}")
+    for key in ("resources.wake.num_cpus", "resources.eval.num_cpus", "resources.threads"):
+        if OmegaConf.select(cfg, key) <= 0:
+            raise ConfigError(f"bad value for {key!r}: must be > 0, got {OmegaConf.select(cfg, key)}")
+    if cfg.ray.num_cpus is not None and cfg.ray.num_cpus < 1:
+        raise ConfigError(f"bad value for 'ray.num_cpus': must be >= 1, got {cfg.ray.num_cpus}")
+    if cfg.max_actor_restarts < 0:
+        raise ConfigError(f"bad value for 'max_actor_restarts': must be >= 0, got {cfg.max_actor_restarts}")
+
+
+def run_name(cfg: DictConfig) -> str:
+    return cfg.name or f"{cfg.curriculum.name}-{cfg.learner.name}-s{cfg.seed}"
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,163 @@
+"""The run directory: everything a run leaves on disk, written so that a crash loses nothing finished.
+
+Layout (runs/<name>/):
+  config.yaml            resolved config
+  metrics.jsonl          append-only events; an experience counts as done once its
+                         `experience_end` event is on disk (the commit point)
+  accuracy_matrix.csv    header `row,0..T-1`; row `init` = accuracy before training, then one row per experience
+  summary.json           headline metrics (identical for identical seeds: no timings)
+  checkpoints/exp-NNNN.safetensors + exp-NNNN.json (sha256 of the tensors, experience index)
+
+Files are replaced atomically (temp file, fsync, rename). Nothing here is
+unpickled or executed: tensors via safetensors, config via YAML, metadata via JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+COMMIT_EVENT = "experience_end"
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint whose bytes do not match its recorded checksum (or cannot be parsed)."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class RunDirectory:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def matrix_path(self) -> Path:
+        return self.path / "accuracy_matrix.csv"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    def checkpoint_path(self, experience: int) -> Path:
+        return self.path / "checkpoints" / f"exp-{experience:04d}.safetensors"
+
+    # -- config -----------------------------------------------------------------------------
+    def write_config(self, config_yaml: str) -> None:
+        atomic_write(self.config_path, config_yaml.encode())
+
+    # -- events -------------------------------------------------------------------------------
+    def append_events(self, events: Iterable[dict[str, Any]]) -> None:
+        """Append events in one write + fsync, so an experience's events land together."""
+        lines = "".join(json.dumps(event, sort_keys=True) + "\n" for event in events)
+        with open(self.metrics_path, "a") as file:
+            file.write(lines)
+            file.flush()
+            os.fsync(file.fileno())
+
+    def read_events(self) -> list[dict[str, Any]]:
+        """Every complete event line; a torn last line (crash mid-write) is ignored."""
+        if not self.metrics_path.exists():
+            return []
+        events = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return events
+
+    def completed_experiences(self) -> int:
+        """How many experiences are committed (have their `experience_end` event)."""
+        ends = [e["experience"] for e in self.read_events() if e.get("event") == COMMIT_EVENT]
+        return max(ends) + 1 if ends else 0
+
+    def truncate_uncommitted(self, keep: int) -> None:
+        """Keep `run_start` and the events of committed experiences below `keep`; drop the rest,
+        which the resumed run redoes (so no event is duplicated or missing)."""
+        events = self.read_events()
+        committed = {e["experience"] for e in events if e.get("event") == COMMIT_EVENT}
+        kept = [
+            e for e in events
+            if e.get("event") == "run_start" or (e.get("experience") in committed and e["experience"] < keep)
+        ]
+        atomic_write(self.metrics_path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept).encode())
+
+    # -- accuracy matrix ------------------------------------------------------------------------
+    def write_matrix(self, baseline: list[float], rows: list[list[float]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["row", *range(len(baseline))])
+        writer.writerow(["init", *[repr(float(x)) for x in baseline]])
+        for index, row in enumerate(rows):
+            writer.writerow([index, *[repr(float(x)) for x in row]])
+        atomic_write(self.matrix_path, buffer.getvalue().encode())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write(self.summary_path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def save_checkpoint(self, experience: int, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        """Tensors first, then the JSON naming their checksum: a checkpoint counts only once both exist."""
+        data = save_safetensors({k: v.contiguous() for k, v in state.items()})
+        path = self.checkpoint_path(experience)
+        atomic_write(path, data)
+        meta = {**metadata, "experience": experience, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        atomic_write(path.with_suffix(".json"), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+
+    def load_checkpoint(self, experience: int) -> dict[str, torch.Tensor]:
+        """The verified tensors of a checkpoint, or CorruptCheckpointError naming the file."""
+        path = self.checkpoint_path(experience)
+        meta_path = path.with_suffix(".json")
+        try:
+            meta = json.loads(meta_path.read_text())
+            data = path.read_bytes()
+        except (OSError, json.JSONDecodeError) as error:
+            raise CorruptCheckpointError(f"checkpoint {path} is missing or unreadable ({error})") from None
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            raise CorruptCheckpointError(f"checkpoint {path} is corrupt (checksum mismatch)")
+        try:
+            return load_safetensors(data)
+        except Exception as error:  # safetensors raises its own error types
+            raise CorruptCheckpointError(f"checkpoint {path} cannot be parsed ({error})") from None
