@@ -1,0 +1,161 @@
+"""One run's report: report.md + self-contained report.html + PNG figures, all from the run directory.
+
+Every number is recomputed from accuracy_matrix.csv and metrics.jsonl (never
+copied from summary.json), so a report can be regenerated after the metric
+code changes, and a partial run is reported over the experiences it finished.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from somna.evals import metrics, plots
+from somna.evals.document import Document, Table
+from somna.evals.rundir import Run, load_run
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+HEATMAP_PNG = "accuracy_matrix.png"
+CURVES_PNG = "accuracy_curves.png"
+LANGUAGE_METRICS = {"perplexity": "perplexity (lower is better)", "exact_match": "exact-match recall"}
+
+METRIC_MEANINGS = {
+    "acc": "mean_j R[T-1, j]: average accuracy after the last experience",
+    "bwt": "mean_{j<T-1} (R[T-1, j] - R[j, j]): backward transfer (GEM)",
+    "fwt": "mean_{j>0} (R[j-1, j] - b_j): forward transfer (GEM)",
+    "forgetting": "max-previous convention (Chaudhry et al. 2018): mean_{j<T-1} max_{l<T-1} R[l, j] - R[T-1, j]",
+    "forgetting_first": "first-after-learning convention (Avalanche): mean_{j<T-1} R[j, j] - R[T-1, j]",
+    "plasticity": "mean_j R[j, j]: accuracy on each experience right after learning it",
+    "avg_incremental_acc": "mean_i mean_{j<=i} R[i, j]: average incremental accuracy (iCaRL)",
+    "intransigence": "mean_k (R_joint[k, k] - R[k, k]) against the joint run (Chaudhry et al. 2018)",
+}
+
+
+@dataclass
+class Reevaluation:
+    """Rows of the accuracy matrix scored again from checkpoints; `problems` names checkpoints that could not be."""
+
+    rows: dict[int, np.ndarray] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def run_metrics(run: Run, joint: Run | None = None) -> dict[str, float]:
+    """All metrics over the finished k x k block; fwt is nan without the `init` row, intransigence needs `joint`."""
+    R = run.square()
+    k = R.shape[0]
+    if k == 0:
+        return {}
+    b = run.baseline[:k] if run.baseline is not None else None
+    R_joint = joint.matrix[:k, :k] if joint is not None and joint.rows_done >= k else None
+    summary = metrics.summarize(R, b if b is not None else np.zeros(k), R_joint)
+    if b is None:
+        summary["fwt"] = float("nan")
+    return summary
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def write_report(
+    run_dir: str | Path, *, joint_dir: str | Path | None = None, reevaluation: Reevaluation | None = None
+) -> Path:
+    """Write report.md, report.html and the PNGs into `run_dir`; returns the path of report.md."""
+    run = load_run(run_dir)
+    joint = load_run(joint_dir) if joint_dir is not None else None
+    document = build_document(run, joint, reevaluation)
+    markdown_path = run.path / REPORT_MD
+    markdown_path.write_text(document.to_markdown(run.path))
+    (run.path / REPORT_HTML).write_text(document.to_html())
+    return markdown_path
+
+
+def build_document(run: Run, joint: Run | None, reevaluation: Reevaluation | None) -> Document:
+    T, k = run.num_experiences, run.rows_done
+    document = Document(f"somna run {run.name}")
+    document.bullets(
+        [
+            f"learner: {run.get('learner.name', '?')}",
+            f"curriculum: {run.get('curriculum.name', '?')} ({run.get('scenario', '?')}-incremental, {T} experiences)",
+            f"seed: {run.get('seed', '?')}",
+            "status: complete" if run.complete else f"status: partial ({k} of {T} experiences finished; metrics over those {k})",
+        ]
+    )
+    _add_metrics(document, run, joint)
+    if k:
+        _add_matrix(document, run)
+        _add_per_experience(document, run)
+        _add_language_metrics(document, run)
+    if reevaluation is not None:
+        _add_reevaluation(document, run, reevaluation)
+    problems = run.warnings + [p for c in run.checkpoints() if (p := c.problem())]
+    if problems:
+        document.heading("Warnings")
+        document.bullets(problems)
+    document.heading("Config")
+    document.code(yaml.safe_dump(run.config, sort_keys=False), "yaml")
+    return document
+
+
+def _add_metrics(document: Document, run: Run, joint: Run | None) -> None:
+    document.heading("Metrics")
+    values = run_metrics(run, joint)
+    if not values:
+        document.text("No experience finished yet: nothing to score.")
+        return
+    rows = [[name, fmt(value), METRIC_MEANINGS[name]] for name, value in values.items()]
+    document.table(Table(["metric", "value", "definition"], rows))
+    if joint is None:
+        document.text("intransigence needs a joint reference run (somna eval RUN_DIR --joint JOINT_RUN_DIR).")
+
+
+def _add_matrix(document: Document, run: Run) -> None:
+    document.heading("Accuracy matrix")
+    document.text("R[i, j]: accuracy on experience j (columns) after training on experience i (rows); init = before training.")
+    headers = ["row"] + [str(j) for j in range(run.num_experiences)]
+    rows = [] if run.baseline is None else [["init"] + [fmt(v) for v in run.baseline]]
+    rows += [[str(i)] + [fmt(v) for v in row] for i, row in enumerate(run.matrix)]
+    document.table(Table(headers, rows, bold={(r + (run.baseline is not None), r + 1) for r in range(run.rows_done)}))
+    heatmap = plots.accuracy_heatmap(run.matrix, run.baseline, run.path / HEATMAP_PNG, f"{run.name}: accuracy matrix")
+    document.image(heatmap, "accuracy matrix heatmap")
+    curves = plots.experience_curves(run.matrix, run.baseline, run.path / CURVES_PNG, f"{run.name}: accuracy per experience over time")
+    document.image(curves, "accuracy per experience over time")
+
+
+def _add_per_experience(document: Document, run: Run) -> None:
+    k = run.rows_done
+    b = run.baseline[:k] if run.baseline is not None else np.full(k, np.nan)
+    document.heading("Per experience")
+    rows = metrics.per_experience(run.square(), b)
+    keys = list(rows[0])
+    document.table(Table(keys, [[str(row["experience"])] + [fmt(row[key]) for key in keys[1:]] for row in rows]))
+
+
+def _add_language_metrics(document: Document, run: Run) -> None:
+    for key, label in LANGUAGE_METRICS.items():
+        values = run.eval_metric(key)
+        if values is None:
+            continue
+        document.heading(f"Per-experience {label}")
+        headers = ["row"] + [str(j) for j in range(run.num_experiences)]
+        document.table(Table(headers, [[str(i)] + [fmt(v) for v in row] for i, row in enumerate(values)]))
+        curves = plots.experience_curves(values, None, run.path / f"{key}_curves.png", f"{run.name}: {label}", ylabel=key)
+        document.image(curves, f"{label} per experience over time")
+
+
+def _add_reevaluation(document: Document, run: Run, reevaluation: Reevaluation) -> None:
+    document.heading("Re-evaluation from checkpoints")
+    rows = []
+    for i, recomputed in sorted(reevaluation.rows.items()):
+        stored = run.matrix[i] if i < run.rows_done else None
+        difference = fmt(float(np.abs(stored - recomputed).max()), 4) if stored is not None else "n/a (row not stored)"
+        rows.append([str(i), " ".join(fmt(v) for v in recomputed), difference])
+    document.table(Table(["after experience", "recomputed row", "max abs(stored - recomputed)"], rows))
+    if reevaluation.problems:
+        document.text("Checkpoints that could not be re-evaluated:")
+        document.bullets(reevaluation.problems)
