@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "somna.platform.cmd_run",
     "somna.platform.cmd_list",
     "somna.platform.cmd_bench",
+    "somna.platform.cmd_report",
 )
 
 EXIT_USAGE = 2
