@@ -25,3 +25,226 @@ def test_newton_schulz_singular_values_near_one_and_keeps_singular_vectors(shape
 def test_newton_schulz_rejects_vectors():
     with pytest.raises(ValueError, match="at least 2 dims"):
         newton_schulz(torch.randn(5))
+
+
+# ---------------------------------------------------------------- neural memory (Titans, Miras, ATLAS)
+
+import math  # noqa: E402
+
+import torch.nn.functional as F  # noqa: E402
+
+from somna.kernels import delta_rule  # noqa: E402
+from somna.kernels.atlas import Atlas, PolynomialFeatures  # noqa: E402
+from somna.kernels.miras import HuberBias, LpBias, LqNormalizedRead, SoftmaxRead  # noqa: E402
+from somna.kernels.neural_memory import Gates, MemoryRule, MemoryState, NeuralMemory, memory_scan  # noqa: E402
+from somna.platform.registry import KERNELS  # noqa: E402
+
+B, H = 2, 3
+F64 = torch.float64
+
+
+def randn(*shape, generator):
+    return torch.randn(*shape, generator=generator, dtype=F64)
+
+
+def test_module_linear_titans_equals_delta_rule():
+    """Depth 1, no momentum, no forgetting, constant θ, chunk 1: Titans is the delta rule with β = θ."""
+    torch.manual_seed(0)
+    layer = NeuralMemory(24, 3, depth=1, chunk_size=1, momentum=False, forget=False, lr=0.6).double()
+    x = torch.randn(2, 11, 24, dtype=F64)
+    y, _ = layer(x)
+    q = F.normalize(layer.split_heads(layer.q_proj(x)), dim=-1)
+    k = F.normalize(layer.split_heads(layer.k_proj(x)), dim=-1)
+    v = layer.split_heads(layer.v_proj(x))
+    beta = torch.full(q.shape[:3], 0.6, dtype=F64)
+    start = layer.initial_weights[0].unsqueeze(0).expand(2, -1, -1, -1)  # (B, H, d_k, d_v): o = q S
+    o, _ = delta_rule(q, k, v, beta, initial_state=start)
+    torch.testing.assert_close(y, layer.out_proj(o.transpose(1, 2).flatten(2)), rtol=1e-10, atol=1e-10)
+
+
+def test_scan_linear_equals_delta_rule_with_token_dependent_beta():
+    g = torch.Generator().manual_seed(1)
+    T, d = 13, 8
+    q, v = randn(B, H, T, d, generator=g), randn(B, H, T, d, generator=g)
+    k = F.normalize(randn(B, H, T, d, generator=g), dim=-1)
+    beta, start = torch.rand(B, H, T, generator=g, dtype=F64), randn(B, H, d, d, generator=g)
+    empty = q.new_zeros(B, H, 0, d)
+    state = MemoryState((start,), None, empty, empty, q.new_zeros(B, H, 0))
+    y, final = memory_scan(q, k, v, Gates(beta), state, MemoryRule(chunk_size=1))
+    o, expected_final = delta_rule(q, k, v, beta, initial_state=start)
+    torch.testing.assert_close(y, o, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(final.weights[0], expected_final, rtol=1e-10, atol=1e-10)
+
+
+def mlp(weights, x):
+    """One token per (batch, head): x (B, H, d_in), weights (B, H, d_in, d_out)."""
+    for index, w in enumerate(weights):
+        x = torch.einsum("bhi,bhio->bho", x, w)
+        if index < len(weights) - 1:
+            x = F.silu(x)
+    return x
+
+
+DELTA = torch.tensor(math.log(0.8)).double().exp().item()  # HuberBias(0.8) keeps log δ as a float32 parameter
+LOSSES = {  # per-token attentional bias, summed over the output dim (independent of the module's gradients)
+    "l2": lambda r: 0.5 * r.pow(2).sum(-1),
+    "lp": lambda r: r.abs().pow(3).sum(-1),
+    "huber": lambda r: torch.where(r.norm(dim=-1) <= DELTA, 0.5 * r.pow(2).sum(-1), DELTA * r.abs().sum(-1)),
+}
+READS = {
+    "identity": lambda a: a,
+    "lq": lambda a: a / a.abs().pow(4).sum((-2, -1), keepdim=True).pow(0.25).add(1e-6).pow(2),
+    "softmax": lambda a: a.shape[-1] / math.sqrt(a.shape[-2]) * a.softmax(-1),
+}
+BIASES = {"l2": lambda: None, "lp": lambda: LpBias(3, sharpness=None), "huber": lambda: HuberBias(0.8)}
+RETENTIONS = {"identity": lambda: None, "lq": lambda: LqNormalizedRead(4), "softmax": lambda: SoftmaxRead()}
+
+
+def reference_scan(q, k, v, gates, weights, momentum, *, chunk, window, muon, loss, read):
+    """Plain loop: per chunk, every token's gradient at the chunk-start weights (autograd), then token-by-token updates."""
+    from somna.kernels.newton_schulz import newton_schulz
+
+    A = list(weights)
+    S = list(momentum) if momentum is not None else None
+    T = q.shape[2]
+    outputs = []
+    for start in range(0, T, chunk):
+        W0 = [read(a).detach().requires_grad_() for a in A]
+        grads = {}
+        for j in range(max(0, start - window + 1), min(T, start + chunk)):
+            residual = mlp(W0, k[:, :, j]) - v[:, :, j]
+            grads[j] = torch.autograd.grad(loss(residual).sum(), W0)
+        for t in range(start, min(T, start + chunk)):
+            G = [sum(gates.window[:, :, j, None, None] * grads[j][layer] for j in range(max(0, t - window + 1), t + 1)) / window for layer in range(len(A))]
+            for layer in range(len(A)):
+                if muon:
+                    S_new = G[layer] if S is None else gates.momentum[:, :, t, None, None] * S[layer] + G[layer]
+                    update = -gates.lr[:, :, t, None, None] * newton_schulz(S_new).double()
+                else:
+                    S_new = -gates.lr[:, :, t, None, None] * G[layer]
+                    if S is not None:
+                        S_new = S_new + gates.momentum[:, :, t, None, None] * S[layer]
+                    update = S_new
+                if S is not None:
+                    S[layer] = S_new
+                A[layer] = gates.retain[:, :, t, None, None] * A[layer] + update
+            outputs.append(mlp([read(a) for a in A], q[:, :, t]))
+    return torch.stack(outputs, dim=2), A, S
+
+
+CASES = {  # name: (depth, chunk, window, momentum, muon, bias, retention)
+    "titans-deep-chunk5": (2, 5, 1, True, False, "l2", "identity"),
+    "titans-depth3-no-momentum": (3, 4, 1, False, False, "l2", "identity"),
+    "omega-window3": (2, 4, 3, True, False, "l2", "identity"),
+    "atlas-muon-window2": (2, 4, 2, True, True, "l2", "identity"),
+    "moneta": (2, 4, 1, False, False, "lp", "lq"),
+    "yaad": (2, 4, 1, True, False, "huber", "identity"),
+    "memora": (1, 6, 1, False, False, "l2", "softmax"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_chunkwise_scan_equals_minibatch_gd_loop(case):
+    depth, chunk, window, use_momentum, muon, bias, retention = CASES[case]
+    g = torch.Generator().manual_seed(2)
+    T, d, hidden = 17, 6, 10
+    q, k = (F.normalize(randn(B, H, T, d, generator=g), dim=-1) for _ in range(2))
+    v = randn(B, H, T, d, generator=g)
+    widths = [d] + [hidden] * (depth - 1) + [d]
+    weights = tuple(randn(B, H, a, b, generator=g) / math.sqrt(a) for a, b in zip(widths[:-1], widths[1:]))
+    momentum = tuple(0.1 * randn(*w.shape, generator=g) for w in weights) if use_momentum else None
+
+    def gate(low, high):
+        return low + (high - low) * torch.rand(B, H, T, generator=g, dtype=F64)
+
+    gates = Gates(gate(0.05, 0.5), gate(0.5, 0.95) if use_momentum else None, gate(0.8, 1.0), gate(0.5, 1.0))
+    rule = MemoryRule(chunk_size=chunk, window=window, muon=muon, attentional_bias=BIASES[bias](), retention=RETENTIONS[retention]()).double()
+    empty = q.new_zeros(B, H, 0, d)
+    y, final = memory_scan(q, k, v, gates, MemoryState(weights, momentum, empty, empty, q.new_zeros(B, H, 0)), rule)
+    ref_y, ref_weights, ref_momentum = reference_scan(
+        q, k, v, gates, weights, momentum, chunk=chunk, window=window, muon=muon, loss=LOSSES[bias], read=READS[retention]
+    )
+    tolerance = dict(rtol=1e-5, atol=1e-5) if muon else dict(rtol=1e-9, atol=1e-9)  # Newton–Schulz runs in float32
+    torch.testing.assert_close(y, ref_y, **tolerance)
+    for got, expected in zip(final.weights, ref_weights):
+        torch.testing.assert_close(got, expected, **tolerance)
+    if use_momentum:
+        for got, expected in zip(final.momentum, ref_momentum):
+            torch.testing.assert_close(got, expected, **tolerance)
+
+
+MEMORY_KERNELS = ["titans", "moneta", "yaad", "memora", "atlas"]
+
+
+@pytest.mark.parametrize("name", MEMORY_KERNELS)
+def test_one_call_equals_pieces_and_backward_reaches_every_parameter(name):
+    torch.manual_seed(3)
+    layer = KERNELS.get(name)(16, 2, chunk_size=4).double()
+    x = torch.randn(2, 19, 16, dtype=F64)
+    whole, _ = layer(x)
+    state, pieces = None, []
+    for a, b in [(0, 3), (3, 4), (4, 11), (11, 19)]:  # splits that ignore chunk boundaries
+        y, state = layer(x[:, a:b], state)
+        pieces.append(y)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), whole, rtol=1e-10, atol=1e-10)
+    whole.pow(2).mean().backward()
+    missing = [n for n, p in layer.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_memory_updates_when_sequence_is_shorter_than_a_chunk():
+    torch.manual_seed(4)
+    layer = NeuralMemory(16, 2, chunk_size=64).double()
+    x = torch.randn(1, 5, 16, dtype=F64)
+    y, state = layer(x)
+    frozen = layer.retrieve(x)  # the initial memory, never written
+    torch.testing.assert_close(y[:, 0] * 0, (y - frozen)[:, 0] * 0)  # shapes agree
+    assert (y - frozen).abs().amax(-1).min() > 1e-6  # every token already reads a written memory
+    current = layer.current_memory(state)
+    assert all((w - w0).abs().max() > 1e-6 for w, w0 in zip(current.weights, layer.initial_state(1).memory.weights))
+    # and the next call continues from the written memory
+    later, _ = layer(x, state)
+    fresh, _ = layer(x)
+    assert (later - fresh).abs().max() > 1e-6
+
+
+def test_detach_inner_keeps_values_but_cuts_the_inner_gradient_path():
+    torch.manual_seed(5)
+    x = torch.randn(1, 9, 16, dtype=F64)
+    layers = [NeuralMemory(16, 2, chunk_size=4, detach_inner=flag).double() for flag in (False, True)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    outputs = [layer(x)[0] for layer in layers]
+    torch.testing.assert_close(outputs[0], outputs[1])
+    params = lambda layer: [layer.k_proj.weight, layer.lr_proj.weight]  # noqa: E731
+    full, detached = (
+        torch.autograd.grad(out.pow(2).sum(), params(layer), allow_unused=True) for out, layer in zip(outputs, layers)
+    )
+    assert full[0].abs().max() > 0 and detached[0] is None  # keys reach the output only through inner gradients
+    assert detached[1] is not None and detached[1].abs().max() > 0  # the gates still learn
+
+
+def test_atlas_window_one_is_the_online_rule():
+    torch.manual_seed(6)
+    online = NeuralMemory(16, 2, chunk_size=4).double()
+    atlas = Atlas(16, 2, chunk_size=4, window=1, muon=False).double()
+    atlas.load_state_dict(online.state_dict())
+    x = torch.randn(2, 10, 16, dtype=F64)
+    torch.testing.assert_close(atlas(x)[0], online(x)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_polynomial_features_give_truncated_exponential_kernel():
+    g = torch.Generator().manual_seed(7)
+    x, y = randn(5, 6, generator=g), randn(5, 6, generator=g)
+    phi = PolynomialFeatures(3)
+    assert phi(x).shape[-1] == phi.out_dim(6) == 6 + 21 + 56
+    dot = (x * y).sum(-1)
+    torch.testing.assert_close((phi(x) * phi(y)).sum(-1), dot + dot**2 / 2 + dot**3 / 6)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"depth": 0}, "depth"), ({"chunk_size": 0}, "chunk_size"), ({"window": 0}, "window")],
+)
+def test_bad_options_raise_value_error(options, message):
+    with pytest.raises(ValueError, match=message):
+        NeuralMemory(16, 2, **options)
