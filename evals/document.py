@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_NUMBER = re.compile(r"^([-+]?\d|n/a$)")  # numbers (incl. "0.81 ± 0.02") align right in HTML tables
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
 th { background: #eee; }
-td:first-child, th:first-child { text-align: left; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; }
 pre { background: #f5f5f5; padding: 0.8em; overflow-x: auto; }
 """
@@ -117,8 +119,9 @@ def markdown_table(table: Table) -> str:
 
 def _html_table(table: Table) -> str:
     def cell(r: int, c: int, text: str) -> str:
+        kind = ' class="number"' if c and _NUMBER.match(text) else ""
         text = html.escape(text)
-        return f"<td><b>{text}</b></td>" if (r, c) in table.bold else f"<td>{text}</td>"
+        return f"<td{kind}><b>{text}</b></td>" if (r, c) in table.bold else f"<td{kind}>{text}</td>"
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
     body = "".join("<tr>" + "".join(cell(r, c, t) for c, t in enumerate(row)) + "</tr>" for r, row in enumerate(table.rows))
