@@ -54,7 +54,9 @@ def find_runs(sources: Iterable[str | Path]) -> list[Path]:
     """Run directories from paths, glob patterns, or folders holding run directories (a sweep's --out)."""
     found: list[Path] = []
     for source in sources:
-        matches = sorted(glob.glob(str(source))) or [str(source)]
+        matches = sorted(glob.glob(str(source))) if glob.has_magic(str(source)) else [str(source)]
+        if not matches:
+            raise ValueError(f"pattern {str(source)!r} matches nothing")
         for match in map(Path, matches):
             if is_run_dir(match):
                 found.append(match)
@@ -68,12 +70,12 @@ def find_runs(sources: Iterable[str | Path]) -> list[Path]:
 
 
 def group_label(run: Run, keys: Sequence[str]) -> str:
-    """Values of the grouping keys; a config node with a `name` (e.g. `learner`) stands for its name."""
+    """Values of the grouping keys; a config node with a `name` (e.g. `learner`) stands for its name; n/a if absent."""
     parts = []
     for key in keys:
-        value = run.get(key, "?")
+        value = run.get(key, "n/a")
         if isinstance(value, dict):
-            value = value.get("name", "?")
+            value = value.get("name", "n/a")
         parts.append(str(value) if len(keys) == 1 else f"{key.split('.')[-1]}={value}")
     return ",".join(parts)
 
