@@ -11,11 +11,11 @@ start locked (mask 0) and contribute exactly nothing; a sleep unlocks one
 (not a softmax over experts), unlocking never changes the logits until the
 expert is trained: expansion is function-preserving.
 
-Stable module names (PEFT LoRA may target them):
-  embed, position, layers.{i}.norm, layers.{i}.mixer (attention: qkv, out),
-  cms.{l}.norm, cms.{l}.mlp.fc_in, cms.{l}.mlp.fc_out,
-  cms.{l}.experts.{e}.down, cms.{l}.experts.{e}.up, cms.{l}.experts.{e}.gate,
-  norm, lm_head.  Buffer cms.{l}.expert_mask: (num_experts,) 1.0 = unlocked.
+Stable module names (PEFT LoRA may target them), Hugging Face layout:
+  model.embed, model.position, model.layers.{i}.norm, model.layers.{i}.mixer
+  (attention: .qkv, .out), model.cms.{l}.norm, model.cms.{l}.mlp.fc_in,
+  model.cms.{l}.mlp.fc_out, model.cms.{l}.experts.{e}.down / .up / .gate,
+  model.norm, lm_head.  Buffer model.cms.{l}.expert_mask: (num_experts,), 1.0 = unlocked.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutput
+from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
 from somna.platform.registry import KERNELS
 
@@ -180,51 +180,19 @@ class CMSBlock(nn.Module):
         return out
 
 
-class SleepLM(PreTrainedModel, GenerationMixin):
-    """The sleep learner's language model; works with TRL trainers and saves with safetensors."""
-
-    config_class = SleepLMConfig
-    base_model_prefix = "sleep_lm"
-    main_input_name = "input_ids"
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        return False  # no KV cache (see prepare_inputs_for_generation)
+class SleepLMBackbone(nn.Module):
+    """Everything but the LM head; returns the final normalised hidden states."""
 
     def __init__(self, config: SleepLMConfig):
-        super().__init__(config)
+        super().__init__()
+        self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.dim)
         self.position = nn.Embedding(config.max_positions, config.dim)
         self.layers = nn.ModuleList(ShortTermLayer(config) for _ in range(config.num_layers))
         self.cms = nn.ModuleList(CMSBlock(config) for _ in config.cms_periods)
         self.norm = nn.LayerNorm(config.dim)
-        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
-        self.post_init()
-        for block in self.cms:  # after the generic init: experts need their zero `up` (function-preserving)
-            for expert in block.experts:
-                expert.reset()
 
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embed = value
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        logits_to_keep: int = 0,
-        **_: object,
-    ) -> CausalLMOutput:
-        """Logits for every position; `labels` (-100 = ignore) gives the shifted next-token loss."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: object) -> BaseModelOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at 0
@@ -235,7 +203,61 @@ class SleepLM(PreTrainedModel, GenerationMixin):
             x = layer(x, attention_mask)
         for block in self.cms:
             x = block(x)
-        hidden = self.norm(x)
+        return BaseModelOutput(last_hidden_state=self.norm(x))
+
+
+class SleepLM(PreTrainedModel, GenerationMixin):
+    """The sleep learner's language model; works with TRL trainers and saves with safetensors.
+
+    Hugging Face layout (TRL's GRPO calls the backbone `model` and the head `lm_head` itself).
+    """
+
+    config_class = SleepLMConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: SleepLMConfig):
+        super().__init__(config)
+        self.model = SleepLMBackbone(config)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.post_init()
+        for block in self.cms:  # after the generic init: experts need their zero `up` (function-preserving)
+            for expert in block.experts:
+                expert.reset()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # no KV cache (see prepare_inputs_for_generation)
+
+    @property
+    def cms(self) -> nn.ModuleList:
+        return self.model.cms
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+        **_: object,
+    ) -> CausalLMOutput:
+        """Logits for every position (or the last `logits_to_keep`); `labels` (-100 = ignore) gives the shifted loss."""
+        hidden = self.model(input_ids, attention_mask).last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)

@@ -1,0 +1,85 @@
+"""Text baselines on the same streams as the sleep learner: finetune, replay, in-context.
+
+* finetune: next-token SFT on each experience's documents, nothing else.
+* replay: finetune plus a reservoir-sampled buffer of past *documents* (raw text,
+  `buffer_size` of them; this is stored past data and counts toward memory), mixed
+  into every wake.
+* in-context: finetune, but each probe is asked with its passage in the prompt:
+  the ceiling for knowledge that only has to be read, not stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from somna.learners.lm_learner import TextLearner, TextLearnerConfig
+from somna.platform.registry import register_learner
+
+
+@register_learner("finetune", modality="text")
+class FinetuneLM(TextLearner):
+    """Next-token fine-tuning on each experience's documents (no sleep, no memory of the past)."""
+
+
+@dataclass
+class ReplayLMConfig(TextLearnerConfig):
+    name: str = "replay"
+    buffer_size: int = 32
+    max_document_bytes: int = 512
+
+
+@register_learner("replay", modality="text")
+class ReplayLM(TextLearner):
+    """Fine-tuning that rehearses a reservoir buffer of past documents (raw text) in every wake."""
+
+    Config = ReplayLMConfig
+
+    def __init__(self, config: Any, info: Any, seed: int):
+        super().__init__(config, info, seed)
+        if config.buffer_size < 0:
+            raise ValueError(f"learner.buffer_size must be >= 0, got {config.buffer_size}")
+        self.buffer: list[str] = []
+        self.seen = torch.zeros((), dtype=torch.long)
+
+    def training_texts(self, experience: Any) -> list[str]:
+        return list(experience.train["text"]) + self.buffer
+
+    def wake(self, experience: Any) -> dict[str, float]:
+        metrics = super().wake(experience)
+        generator = self.generator(experience.index, salt=1)
+        for text in experience.train["text"]:  # reservoir sampling: every document seen is kept with equal chance
+            text = text.encode()[: self.config.max_document_bytes].decode(errors="ignore")
+            self.seen += 1
+            if len(self.buffer) < self.config.buffer_size:
+                self.buffer.append(text)
+            else:
+                slot = int(torch.randint(int(self.seen), (1,), generator=generator))
+                if slot < self.config.buffer_size:
+                    self.buffer[slot] = text
+        return {**metrics, "buffer_documents": float(len(self.buffer))}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The buffer travels as a (documents, max_document_bytes) uint8 tensor plus lengths."""
+        encoded = [text.encode() for text in self.buffer]
+        data = torch.zeros(len(encoded), self.config.max_document_bytes, dtype=torch.uint8)
+        for row, raw in enumerate(encoded):
+            data[row, : len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+        lengths = torch.tensor([len(raw) for raw in encoded], dtype=torch.long)
+        return {**super().state_dict(), "buffer.bytes": data, "buffer.lengths": lengths, "buffer.seen": self.seen.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        super().load_state_dict(state)
+        rows, lengths = state["buffer.bytes"], state["buffer.lengths"].tolist()
+        self.buffer = [bytes(rows[i, :n].tolist()).decode() for i, n in enumerate(lengths)]
+        self.seen = state["buffer.seen"].clone()
+
+
+@register_learner("in-context", modality="text")
+class InContextLM(TextLearner):
+    """Fine-tuning, evaluated with each probe's passage in the prompt (the reading ceiling)."""
+
+    def probe_prompt(self, row: dict[str, str]) -> str:
+        return f"{row['context']} {row['prompt']}" if row.get("context") else row["prompt"]

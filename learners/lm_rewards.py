@@ -1,0 +1,84 @@
+"""Text scores and the learning-to-imitate reward (PAPERS.md, "Language Models Need Sleep").
+
+Imitation reward for a student completion d_hat of a teacher sample d:
+    r = gamma * r_sem + (1 - gamma) * r_abs
+    r_abs = 1 - lev(d_hat, d) / max(|d_hat|, |d|)   if that normalised distance <= z0, else 0
+    r_sem = 1 if the frozen judge says both mean the same, else 0.
+The judge is offline and frozen by construction: `same_meaning` normalises both
+strings (case, punctuation, whitespace) and compares their bags of words, so a
+reordered paraphrase with the same words counts as the same meaning while one
+wrong fact word does not. (The paper uses an LLM judge; none ships offline here.)
+z0 is a threshold on the *normalised* distance, in [0, 1].
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insert, delete, substitute; unit costs)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
+def normalized_distance(a: str, b: str) -> float:
+    """lev(a, b) / max(|a|, |b|) in [0, 1]; 0 for two empty strings."""
+    longest = max(len(a), len(b))
+    return levenshtein(a, b) / longest if longest else 0.0
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, punctuation dropped, whitespace collapsed (SQuAD-style answer normalisation)."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+def same_meaning(a: str, b: str) -> bool:
+    """The frozen semantic judge: equal bags of normalised words."""
+    return Counter(normalize_answer(a).split()) == Counter(normalize_answer(b).split())
+
+
+def abs_reward(completion: str, target: str, z0: float) -> float:
+    """r_abs: 1 - normalised Levenshtein distance when it is within z0, else 0."""
+    distance = normalized_distance(completion, target)
+    return 1.0 - distance if distance <= z0 else 0.0
+
+
+def imitation_reward(completion: str, target: str, gamma: float, z0: float) -> float:
+    """r = gamma * r_sem + (1 - gamma) * r_abs."""
+    return gamma * float(same_meaning(completion, target)) + (1.0 - gamma) * abs_reward(completion, target, z0)
+
+
+def chrf(prediction: str, reference: str, max_order: int = 6, beta: float = 2.0) -> float:
+    """chrF (Popovic 2015): character n-gram F-beta, precision and recall averaged over n = 1..max_order.
+
+    Spaces are removed as in sacrebleu's default; orders with no n-grams on either side are skipped.
+    """
+    hyp, ref = prediction.replace(" ", ""), reference.replace(" ", "")
+    precisions, recalls = [], []
+    for n in range(1, max_order + 1):
+        hyp_grams = Counter(hyp[i : i + n] for i in range(len(hyp) - n + 1))
+        ref_grams = Counter(ref[i : i + n] for i in range(len(ref) - n + 1))
+        if not hyp_grams and not ref_grams:
+            continue
+        overlap = sum((hyp_grams & ref_grams).values())
+        precisions.append(overlap / sum(hyp_grams.values()) if hyp_grams else 0.0)
+        recalls.append(overlap / sum(ref_grams.values()) if ref_grams else 0.0)
+    if not precisions:
+        return 1.0  # both empty
+    precision, recall = sum(precisions) / len(precisions), sum(recalls) / len(recalls)
+    if precision + recall == 0:
+        return 0.0
+    return (1 + beta**2) * precision * recall / (beta**2 * precision + recall)

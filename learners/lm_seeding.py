@@ -1,0 +1,167 @@
+"""Knowledge seeding with TRL: generalized distillation (GKD) and learning-to-imitate RL (GRPO).
+
+PAPERS.md, "Language Models Need Sleep":
+  L_GKD = (1-lambda) E_(x,y)~D [F(LM_teacher || LM_student)(y|x)] + lambda E_x E_y~student [F(...)(y|x)]
+with D sampled from the teacher. TRL's `experimental.gkd.GKDTrainer` is exactly this
+(`lmbda` = on-policy fraction, per step; `beta` picks F: 0 forward KL, 1 reverse KL,
+0.5 JSD); `trl.DistillationTrainer` is its lambda = 1 special case, so GKD is used.
+The off-policy part reads teacher samples we draw beforehand (the "messages" rows).
+
+Learning to imitate: the student completes a prefix of a teacher sample; GRPO
+(TRL `GRPOTrainer`, plain reward function) maximises
+r = gamma r_sem + (1-gamma) r_abs (see lm_rewards).
+
+L_KS = (1-alpha) E r - alpha E D weighs the two. The two trainers run one after the
+other (distill, then imitate) with learning rates alpha*lr and (1-alpha)*lr, which is
+that weighting applied to each term's gradient steps; alpha = 1 drops imitation.
+
+Both trainers see only parameters with requires_grad (the caller freezes the rest),
+run on CPU in fp32, save nothing and report to nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from typing import Any
+
+import datasets
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerFast, PrinterCallback
+
+from somna.learners.lm_rewards import abs_reward, imitation_reward, same_meaning
+
+COMMON_ARGS: dict[str, Any] = {
+    "bf16": False,
+    "use_cpu": True,
+    "gradient_checkpointing": False,
+    "report_to": "none",
+    "save_strategy": "no",
+    "logging_steps": 1,
+    "disable_tqdm": True,
+    "lr_scheduler_type": "constant",
+    "weight_decay": 0.0,
+    "dataloader_num_workers": 0,
+}
+
+
+@torch.no_grad()
+def sample(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, prompts: list[str], max_new_tokens: int, seed: int, temperature: float = 1.0
+) -> list[str]:
+    """Sampled completions of `prompts` (each rendered as a chat user turn), seeded."""
+    torch.manual_seed(seed)
+    rendered = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts]
+    batch = tokenizer(rendered, padding=True, return_tensors="pt", add_special_tokens=False)
+    model.eval()
+    out = model.generate(
+        **batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
+    )
+    return [tokenizer.decode(row, skip_special_tokens=True) for row in out[:, batch["input_ids"].size(1) :]]
+
+
+def _last_logged(history: list[dict[str, float]], key: str) -> float:
+    values = [entry[key] for entry in history if key in entry]
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def _quiet() -> Any:
+    """TRL warns about things that do not apply to a from-scratch CPU model (no hub id, vLLM); keep logs readable."""
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return warnings.catch_warnings()
+
+
+def distill(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    prompts: list[str],
+    teacher_completions: list[str],
+    *,
+    lmbda: float,
+    beta: float,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    max_new_tokens: int,
+    seed: int,
+) -> dict[str, float]:
+    """L_GKD over teacher samples D = (prompts, teacher_completions); returns the mean loss."""
+    rows = [[{"role": "user", "content": p}, {"role": "assistant", "content": c}] for p, c in zip(prompts, teacher_completions)]
+    with _quiet(), tempfile.TemporaryDirectory() as output_dir:
+        warnings.simplefilter("ignore")
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+        args = GKDConfig(
+            output_dir=output_dir,
+            max_steps=steps,
+            per_device_train_batch_size=batch_size,
+            learning_rate=lr,
+            lmbda=lmbda,
+            beta=beta,
+            max_new_tokens=max_new_tokens,
+            temperature=1.0,
+            max_length=student.config.max_positions,
+            seed=seed,
+            **COMMON_ARGS,
+        )
+        trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=datasets.Dataset.from_dict({"messages": rows}), processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)  # metrics go to the sleep event, not stdout
+        trainer.train()
+        return {"gkd_loss": _last_logged(trainer.state.log_history, "loss")}
+
+
+def imitate(
+    student: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    prefixes: list[str],
+    targets: list[str],
+    *,
+    gamma: float,
+    z0: float,
+    steps: int,
+    lr: float,
+    num_generations: int,
+    max_new_tokens: int,
+    seed: int,
+) -> dict[str, float]:
+    """GRPO on "complete the teacher's sample": reward gamma r_sem + (1-gamma) r_abs against the teacher's rest."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    seen: dict[str, list[float]] = {"reward": [], "r_sem": [], "r_abs": []}
+
+    def reward(completions: list[str], target: list[str], **_: Any) -> list[float]:
+        rewards = []
+        for completion, wanted in zip(completions, target):
+            rewards.append(imitation_reward(completion, wanted, gamma, z0))
+            seen["r_sem"].append(float(same_meaning(completion, wanted)))
+            seen["r_abs"].append(abs_reward(completion, wanted, z0))
+        seen["reward"] += rewards
+        return rewards
+
+    with _quiet(), tempfile.TemporaryDirectory() as output_dir:
+        warnings.simplefilter("ignore")
+        args = GRPOConfig(
+            output_dir=output_dir,
+            max_steps=steps,
+            per_device_train_batch_size=num_generations,
+            num_generations=num_generations,
+            max_completion_length=max_new_tokens,
+            learning_rate=lr,
+            beta=0.0,
+            temperature=1.0,
+            seed=seed,
+            **COMMON_ARGS,
+        )
+        trainer = GRPOTrainer(
+            model=student,
+            reward_funcs=reward,
+            args=args,
+            train_dataset=datasets.Dataset.from_dict({"prompt": prefixes, "target": targets}),
+            processing_class=tokenizer,
+        )
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    mean = {key: sum(values) / len(values) if values else float("nan") for key, values in seen.items()}
+    return {"imitation_reward": mean["reward"], "r_sem": mean["r_sem"], "r_abs": mean["r_abs"]}
