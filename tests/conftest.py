@@ -1,0 +1,21 @@
+"""Shared fixtures: one throw-away local Ray for the whole session, shut down at the end."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # throw-away local clusters need no token
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A 2-CPU local Ray shared by every test that asks for it; no Ray process outlives the session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
