@@ -1,0 +1,46 @@
+"""MQAR generator: layout, answers recoverable from the sequence, determinism, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from somna.curricula.mqar import IGNORE_INDEX, make_mqar
+
+
+def test_layout_and_answers_are_the_paired_values():
+    batch = make_mqar(50, num_pairs=6, vocab_size=32, num_queries=4, seed=3)
+    assert batch.inputs.shape == batch.targets.shape == (50, 2 * 6 + 4)
+    assert batch.query_mask.sum(dim=1).tolist() == [4] * 50
+    assert (batch.targets[:, :12] == IGNORE_INDEX).all()
+    for inputs, targets in zip(batch.inputs.tolist(), batch.targets.tolist()):
+        keys, values = inputs[0:12:2], inputs[1:12:2]
+        assert len(set(keys)) == 6 and all(k < 16 for k in keys) and all(16 <= v < 32 for v in values)
+        table = dict(zip(keys, values))
+        for query, target in zip(inputs[12:], targets[12:]):
+            assert target == table[query]
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    a, b, c = (make_mqar(8, 5, vocab_size=64, seed=s) for s in (1, 1, 2))
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+    assert not torch.equal(a.inputs, c.inputs)
+
+
+def test_default_asks_every_key_once():
+    batch = make_mqar(4, 7, vocab_size=64)
+    for row in batch.inputs:
+        assert sorted(row[14:].tolist()) == sorted(row[0:14:2].tolist())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_examples": 0, "num_pairs": 2}, "num_examples"),
+        ({"num_examples": 2, "num_pairs": 17, "vocab_size": 32}, "num_pairs"),
+        ({"num_examples": 2, "num_pairs": 3, "num_queries": 4}, "num_queries"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_mqar(**kwargs)
