@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "somna.platform.cmd_list",
     "somna.platform.cmd_bench",
     "somna.platform.cmd_report",
+    "somna.platform.cmd_sweep",
 )
 
 EXIT_USAGE = 2
