@@ -52,7 +52,6 @@ class TextLearnerConfig(LearnerConfig):
     core_period: int = 1
     eval_max_new_tokens: int = 24
     eval_batch_size: int = 64
-    torch_threads: int = 1  # a model this small is overhead-bound: extra threads only add contention (0 = leave as is)
 
 
 class TextLearner(Learner):
@@ -68,8 +67,6 @@ class TextLearner(Learner):
                 raise ValueError(f"learner.{name} must be >= 1, got {getattr(config, name)}")
         if any(period < 1 for period in config.model.cms_periods):
             raise ValueError(f"learner.model.cms_periods must all be >= 1, got {list(config.model.cms_periods)}")
-        if config.torch_threads > 0:
-            torch.set_num_threads(config.torch_threads)
         self.tokenizer = build_byte_tokenizer()
         torch.manual_seed(seed)
         model_config = {key: config.model[key] for key in config.model}
