@@ -34,7 +34,8 @@ updated memory.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -262,14 +263,30 @@ def _read_per_token(accumulators: list[Tensor], q: Tensor, rule: MemoryRule) -> 
     return preacts[-1]
 
 
+def chunk_aligned(
+    step: Callable[[Tensor, Any], tuple[Tensor, Any]], x: Tensor, state: Any, pending: Tensor, chunk_size: int
+) -> tuple[Tensor, Any, Tensor]:
+    """Run `step` (which must start at a chunk boundary) so that any split of a sequence gives the same result.
+
+    `state` is the state at the last chunk boundary and `pending` (B, P, ...)
+    the inputs seen since. They are prepended to x; complete chunks commit a
+    new boundary state, the unfinished tail is run from it (its outputs read
+    the tail's own updates) and kept as the new pending inputs, to be
+    recomputed next call. Returns (y for x, committed state, new pending).
+    """
+    seen = pending.shape[1]
+    x = torch.cat([pending, x], dim=1)
+    boundary = x.shape[1] // chunk_size * chunk_size
+    y_head, committed = step(x[:, :boundary], state)
+    y_tail, _ = step(x[:, boundary:], committed)
+    return torch.cat([y_head, y_tail], dim=1)[:, seen:], committed, x[:, boundary:]
+
+
 class NeuralMemoryState(NamedTuple):
-    """Layer state: the memory at the last chunk boundary and the unfinished chunk's inputs."""
+    """Layer state: the memory at the last chunk boundary and the inputs (B, P, dim) of the unfinished chunk."""
 
     memory: MemoryState
-    pending_x: Tensor  # (B, P, dim), P < chunk_size
-    pending_q: Tensor  # (B, H, P, d_in)
-    pending_k: Tensor
-    pending_v: Tensor  # (B, H, P, d_out)
+    pending_x: Tensor
 
 
 @register_kernel("titans")
@@ -325,7 +342,7 @@ class NeuralMemory(ProjectedMemoryLayer):
         self.constant_lr, self.max_lr = lr, max_lr
         self.lr_proj = self.scalar_gate(bias=torch.full((num_heads,), -2.0)) if lr is None else None
         self.momentum_proj = self.scalar_gate(bias=torch.full((num_heads,), 1.0)) if momentum else None
-        self.forget_proj = self.scalar_gate(bias=torch.full((num_heads,), -4.0)) if forget else None
+        self.forget_proj = self.scalar_gate(bias=torch.full((num_heads,), -6.0)) if forget else None  # α ≈ 0.0025
         self.window_proj = self.scalar_gate(bias=torch.full((num_heads,), 2.0)) if window > 1 else None
 
     def gates(self, x: Tensor) -> Gates:
@@ -345,41 +362,29 @@ class NeuralMemory(ProjectedMemoryLayer):
         weights = tuple(w.unsqueeze(0).expand(batch, *w.shape) for w in self.initial_weights)
         d_in, d_out = weights[0].shape[-2], weights[-1].shape[-1]
         reference = weights[0]
-        empty = reference.new_zeros(batch, self.num_heads, 0, d_in)
         memory = MemoryState(
             weights=weights,
             momentum=tuple(torch.zeros_like(w) for w in weights) if self.momentum_proj is not None else None,
-            window_k=empty,
+            window_k=reference.new_zeros(batch, self.num_heads, 0, d_in),
             window_v=reference.new_zeros(batch, self.num_heads, 0, d_out),
             window_w=reference.new_zeros(batch, self.num_heads, 0),
         )
-        return NeuralMemoryState(memory, reference.new_zeros(batch, 0, self.dim), empty, empty, memory.window_v)
+        return NeuralMemoryState(memory, reference.new_zeros(batch, 0, self.dim))
 
-    def mix(self, x, q, k, v, state: NeuralMemoryState | None):
+    def forward(self, x: Tensor, state: NeuralMemoryState | None = None) -> tuple[Tensor, NeuralMemoryState]:
         if state is None:
             state = self.initial_state(x.shape[0])
+        y, memory, pending = chunk_aligned(super().forward, x, state.memory, state.pending_x, self.rule.chunk_size)
+        return y, NeuralMemoryState(memory, pending)
+
+    def mix(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, state: MemoryState) -> tuple[Tensor, MemoryState]:
         if self.feature_map is not None:
             q, k = self.feature_map(q), self.feature_map(k)
-        pending = state.pending_x.shape[1]
-        x = torch.cat([state.pending_x, x], dim=1)
-        q, k, v = (torch.cat(pair, dim=2) for pair in ((state.pending_q, q), (state.pending_k, k), (state.pending_v, v)))
-        gates = self.gates(x)
-        boundary = x.shape[1] // self.rule.chunk_size * self.rule.chunk_size
-        head, tail = slice(0, boundary), slice(boundary, None)
-
-        def scan(part: slice, memory: MemoryState) -> tuple[Tensor, MemoryState]:
-            part_gates = Gates(*(None if g is None else g[:, :, part] for g in gates))
-            return memory_scan(q[:, :, part], k[:, :, part], v[:, :, part], part_gates, memory, self.rule)
-
-        y_head, committed = scan(head, state.memory)
-        y_tail, _ = scan(tail, committed)  # the unfinished chunk reads its updates; they commit next call
-        y = torch.cat([y_head, y_tail], dim=2)[:, :, pending:]
-        return y, NeuralMemoryState(committed, x[:, tail], q[:, :, tail], k[:, :, tail], v[:, :, tail])
+        return memory_scan(q, k, v, self.gates(x), state, self.rule)
 
     def current_memory(self, state: NeuralMemoryState) -> MemoryState:
         """The memory after every token seen so far, including the unfinished chunk's."""
-        gates = self.gates(state.pending_x)
-        return memory_scan(state.pending_q, state.pending_k, state.pending_v, gates, state.memory, self.rule)[1]
+        return super().forward(state.pending_x, state.memory)[1]
 
     def retrieve(self, x: Tensor, state: NeuralMemoryState | None = None) -> Tensor:
         """Read M*(q) with the current memory and no update (Titans' retrieval; MAC's memory tokens)."""
