@@ -2,7 +2,10 @@
 
 Baselines subclass `ClassifierLearner` and override one hook each
 (`extra_loss`, `before_wake`, `after_wake`, `training_data`), which keeps every
-baseline a short module that says only what makes it different.
+baseline a short module that says only what makes it different. During a wake,
+`self.experience_index` names the experience being learned, so hooks can draw
+from `self.generator(self.experience_index, salt)` and a run resumed from
+`state_dict` after experience i draws exactly the same numbers.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ class ClassifierConfig(LearnerConfig):
     optimizer: str = "adam"
 
 
+def require_option(name: str, value: Any, valid: bool, rule: str) -> None:
+    """One-line ValueError for a bad learner option, e.g. "learner.buffer must be >= 0, got -1"."""
+    if not valid:
+        raise ValueError(f"learner.{name} must be {rule}, got {value}")
+
+
 def experience_tensors(dataset: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x, y, task) tensors of a vector-curriculum split."""
     data = dataset.with_format("torch")[:]
@@ -41,11 +50,13 @@ class ClassifierLearner(Learner):
     def __init__(self, config: Any, info: Any, seed: int):
         super().__init__(config, info, seed)
         for name in ("epochs", "batch_size"):
-            if getattr(config, name) < 1:
-                raise ValueError(f"learner.{name} must be >= 1, got {getattr(config, name)}")
-        torch.manual_seed(seed)
-        self.model = MLP(int(torch.tensor(info.input_shape).prod()), list(config.hidden), info.num_classes)
+            require_option(name, getattr(config, name), getattr(config, name) >= 1, ">= 1")
+        require_option("lr", config.lr, config.lr > 0, "> 0")
+        with torch.random.fork_rng():  # seeded init without disturbing the caller's global RNG
+            torch.manual_seed(seed)
+            self.model = MLP(int(torch.tensor(info.input_shape).prod()), list(config.hidden), info.num_classes)
         self._task_masks = self._build_task_masks()
+        self.experience_index = -1  # the experience being (or last) learned; set by `wake`
 
     # -- hooks a baseline overrides -------------------------------------------------
     def training_data(self, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -65,6 +76,7 @@ class ClassifierLearner(Learner):
     # -- the loop ---------------------------------------------------------------------
     def wake(self, experience: Any) -> Metrics:
         x_new, y_new, task_new = experience_tensors(experience.train)
+        self.experience_index = experience.index
         self.before_wake(experience)
         x, y, task = self.training_data(x_new, y_new, task_new)
         optimizer = build_optimizer(self.config.optimizer, self.model.parameters(), self.config.lr)
@@ -81,7 +93,7 @@ class ClassifierLearner(Learner):
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total, steps = total + float(loss), steps + 1
+                total, steps = total + loss.item(), steps + 1
         self.model.eval()
         self.after_wake(x_new, y_new, task_new)
         return {"loss": total / max(steps, 1), "train_examples": float(len(y))}
