@@ -1,0 +1,124 @@
+"""The language-model sleep results: fact-stream ablation table and new-language chrF, mean ± 95% CI over seeds.
+
+Every row is a config switch on the shipped presets, run through the platform
+runner (`somna.platform.runner.run`, inline executor) into runs/lm-table/;
+the accuracy matrices are read back and summarised. Rows:
+  base                    the untrained model (the runs' init row)
+  finetune, replay, opsd  baselines (replay stores raw past documents)
+  sleep                   expansion + knowledge seeding (GKD + GRPO imitation)
+  sleep -imitation        knowledge-seeding alpha = 1
+  sleep -semantic reward  knowledge-seeding gamma = 0
+  sleep -expansion        stages = [knowledge-seeding]
+  in-context              ceiling: the passage is in the prompt at test time
+
+    .venv/bin/python docs/scripts/lm_table.py [--seeds 0 1 2] [--jobs 2] [--out docs/lm_results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from somna.evals import metrics
+from somna.evals.stats import mean_ci
+
+FACT_ROWS: dict[str, tuple[str, list[str]]] = {
+    "finetune": ("finetune", []),
+    "replay": ("replay", []),
+    "opsd": ("opsd", []),
+    "sleep": ("sleep", []),
+    "sleep −imitation": ("sleep", ["learner.sleep.options.knowledge-seeding.alpha=1.0"]),
+    "sleep −semantic reward": ("sleep", ["learner.sleep.options.knowledge-seeding.gamma=0.0"]),
+    "sleep −expansion": ("sleep", ["learner.sleep.stages=[knowledge-seeding]"]),
+    "in-context (ceiling)": ("in-context", []),
+}
+LANGUAGE_ROWS = ("finetune", "replay", "opsd", "sleep")
+
+
+def run_one(job: tuple[str, str, list[str], int, str]) -> tuple[np.ndarray, np.ndarray, float]:
+    """(baseline row b, accuracy matrix R, wall seconds) of one run."""
+    from somna.platform.config import load_config
+    from somna.platform.runner import run
+
+    preset, learner, overrides, seed, run_dir = job
+    cfg = load_config(preset, [f"learner={learner}", "executor=inline", f"seed={seed}", *overrides])
+    start = time.perf_counter()
+    run(cfg, Path(run_dir))
+    with open(Path(run_dir) / "accuracy_matrix.csv") as handle:
+        rows = list(csv.reader(handle))[1:]
+    b = np.array([float(v) for v in rows[0][1:]])
+    R = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    return b, R, time.perf_counter() - start
+
+
+def fmt(values: list[float]) -> str:
+    return mean_ci(values).format(3)
+
+
+def fact_stream_table(results: dict[str, list[tuple[np.ndarray, np.ndarray, float]]]) -> str:
+    lines = [
+        "| fact-stream | no-context QA, newest experience | ACC | BWT | run time (s) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    base = results["finetune"]
+    lines.append(f"| base | {fmt([b[-1] for b, _, _ in base])} | {fmt([b.mean() for b, _, _ in base])} | — | — |")
+    for label, runs in results.items():
+        newest = [R[-1, -1] for _, R, _ in runs]
+        lines.append(
+            f"| {label} | {fmt(newest)} | {fmt([metrics.acc(R) for _, R, _ in runs])} | "
+            f"{fmt([metrics.bwt(R) for _, R, _ in runs])} | {np.mean([t for _, _, t in runs]):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def language_table(results: dict[str, list[tuple[np.ndarray, np.ndarray, float]]]) -> str:
+    languages = len(next(iter(results.values()))[0][1])
+    header = " | ".join(f"l{j} chrF" for j in range(languages))
+    lines = [f"| new-language (final row) | {header} | ACC | BWT |", "|---|" + "---:|" * (languages + 2)]
+    for label, runs in results.items():
+        cells = [fmt([R[-1, j] for _, R, _ in runs]) for j in range(languages)]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt([metrics.acc(R) for _, R, _ in runs])} | {fmt([metrics.bwt(R) for _, R, _ in runs])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--runs", default="runs/lm-table")
+    parser.add_argument("--out", default="docs/lm_results.md")
+    args = parser.parse_args()
+
+    jobs = {}
+    for label, (learner, overrides) in FACT_ROWS.items():
+        for seed in args.seeds:
+            jobs[("fact", label, seed)] = ("fact-stream", learner, overrides, seed, f"{args.runs}/fact-stream/{label.replace(' ', '_')}/seed{seed}")
+    for learner in LANGUAGE_ROWS:
+        for seed in args.seeds:
+            jobs[("lang", learner, seed)] = ("new-language", learner, [], seed, f"{args.runs}/new-language/{learner}/seed{seed}")
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        outcomes = dict(zip(jobs, pool.map(run_one, jobs.values())))
+    fact = {label: [outcomes[("fact", label, s)] for s in args.seeds] for label in FACT_ROWS}
+    lang = {learner: [outcomes[("lang", learner, s)] for s in args.seeds] for learner in LANGUAGE_ROWS}
+    seeds = ", ".join(str(s) for s in args.seeds)
+    report = "\n\n".join(
+        [
+            f"Seeds {seeds}; mean ± 95% CI (Student t). Presets `fact-stream` and `new-language` as shipped; "
+            f"produced by `docs/scripts/lm_table.py` in {time.perf_counter() - start:.0f} s on CPU.",
+            fact_stream_table(fact),
+            language_table(lang),
+        ]
+    )
+    print(report)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
