@@ -54,7 +54,7 @@ class PolynomialFeatures(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = []
         for combos, weights in self._monomials(x.shape[-1]):
-            features.append(x[..., combos].prod(-1) * weights.to(x))
+            features.append(x[..., combos.to(x.device)].prod(-1) * weights.to(x))
         return torch.cat(features, dim=-1)
 
 

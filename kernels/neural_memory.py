@@ -153,7 +153,7 @@ def segment_products(gate: Tensor | None, length: int, like: Tensor) -> tuple[Te
     lower = torch.ones(length, length, dtype=torch.bool, device=like.device).tril()
     if gate is None:
         return lower.to(like.dtype).expand(*like.shape[:2], length, length), like.new_ones(*like.shape[:2], length)
-    cumulative = gate.log().cumsum(-1)
+    cumulative = gate.clamp_min(torch.finfo(gate.dtype).tiny).log().cumsum(-1)
     differences = (cumulative[..., :, None] - cumulative[..., None, :]).masked_fill(~lower, -math.inf)
     return differences.exp(), cumulative.exp()
 
@@ -162,6 +162,8 @@ def memory_scan(
     q: Tensor, k: Tensor, v: Tensor, gates: Gates, state: MemoryState, rule: MemoryRule
 ) -> tuple[Tensor, MemoryState]:
     """Run the inner loop over (B, H, T, d) q, k, v from `state`, chunk by chunk; returns (y, state after T)."""
+    if (gates.momentum is None) != (state.momentum is None):
+        raise ValueError("memory_scan: gates.momentum and state.momentum must both be given or both be None")
     outputs = []
     for start in range(0, q.shape[2], rule.chunk_size):
         piece = slice(start, start + rule.chunk_size)
@@ -212,10 +214,12 @@ def _scan_chunk(q: Tensor, k: Tensor, v: Tensor, gates: Gates, state: MemoryStat
         return total[..., None, None] * (start if total.dim() == 2 else start[:, :, None])
 
     momentum0 = state.momentum or tuple(torch.zeros_like(a) for a in state.weights)
-    new_momentum = tuple(
-        with_start(momentum_total[..., -1], s0) + rank_one_sum(surprise_coef[..., -1, :], layer)
-        for layer, s0 in enumerate(momentum0)
-    )
+    new_momentum = None
+    if state.momentum is not None:
+        new_momentum = tuple(
+            with_start(momentum_total[..., -1], s0) + rank_one_sum(surprise_coef[..., -1, :], layer)
+            for layer, s0 in enumerate(state.momentum)
+        )
     if rule.muon:
         per_token = []
         for layer, (a0, s0) in enumerate(zip(state.weights, momentum0)):
@@ -243,14 +247,15 @@ def _scan_chunk(q: Tensor, k: Tensor, v: Tensor, gates: Gates, state: MemoryStat
         else:
             y = q
             for layer, (a0, s0) in enumerate(zip(state.weights, momentum0)):
-                z = retain_total[..., None] * (y @ a0) + start_momentum_coef[..., None] * (y @ s0)
-                z = z + (accumulator_coef * (y @ inputs[layer].mT)) @ deltas[layer]
+                z = retain_total[..., None] * (y @ a0) + (accumulator_coef * (y @ inputs[layer].mT)) @ deltas[layer]
+                if state.momentum is not None:
+                    z = z + start_momentum_coef[..., None] * (y @ s0)
                 y = F.silu(z) if layer < len(state.weights) - 1 else z
 
     keep = rule.window - 1
     new_state = MemoryState(
         weights=new_weights,
-        momentum=new_momentum if state.momentum is not None else None,
+        momentum=new_momentum,
         window_k=keys[:, :, span - min(keep, span) :],
         window_v=values[:, :, span - min(keep, span) :],
         window_w=key_weights[:, :, span - min(keep, span) :],
