@@ -100,8 +100,11 @@ BIASES = {"l2": lambda: None, "lp": lambda: LpBias(3, sharpness=None), "huber": 
 RETENTIONS = {"identity": lambda: None, "lq": lambda: LqNormalizedRead(4), "softmax": lambda: SoftmaxRead()}
 
 
-def reference_scan(q, k, v, gates, weights, momentum, *, chunk, window, muon, loss, read):
-    """Plain loop: per chunk, every token's gradient at the chunk-start weights (autograd), then token-by-token updates."""
+def reference_scan(q, k, v, gates, weights, momentum, *, chunk, window, muon, loss, read, differentiable=False):
+    """Plain loop: per chunk, every token's gradient at the chunk-start weights (autograd), then token-by-token updates.
+
+    differentiable=True keeps the graph through the inner gradients (create_graph), for outer-gradient checks.
+    """
     from somna.kernels.newton_schulz import newton_schulz
 
     A = list(weights)
@@ -109,11 +112,11 @@ def reference_scan(q, k, v, gates, weights, momentum, *, chunk, window, muon, lo
     T = q.shape[2]
     outputs = []
     for start in range(0, T, chunk):
-        W0 = [read(a).detach().requires_grad_() for a in A]
+        W0 = [read(a) if differentiable else read(a).detach().requires_grad_() for a in A]
         grads = {}
         for j in range(max(0, start - window + 1), min(T, start + chunk)):
             residual = mlp(W0, k[:, :, j]) - v[:, :, j]
-            grads[j] = torch.autograd.grad(loss(residual).sum(), W0)
+            grads[j] = torch.autograd.grad(loss(residual).sum(), W0, create_graph=differentiable)
         for t in range(start, min(T, start + chunk)):
             G = [sum(gates.window[:, :, j, None, None] * grads[j][layer] for j in range(max(0, t - window + 1), t + 1)) / window for layer in range(len(A))]
             for layer in range(len(A)):
@@ -171,6 +174,57 @@ def test_chunkwise_scan_equals_minibatch_gd_loop(case):
     if use_momentum:
         for got, expected in zip(final.momentum, ref_momentum):
             torch.testing.assert_close(got, expected, **tolerance)
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_outer_gradients_through_the_inner_loop_match_the_loop(window):
+    """An outer loss differentiates through the inner updates: gradients wrt q, k, v, gates and initial weights
+    equal those of the plain loop run with create_graph."""
+    g = torch.Generator().manual_seed(8)
+    T, d, hidden = 11, 4, 6
+    q, k = (F.normalize(randn(1, 2, T, d, generator=g), dim=-1) for _ in range(2))
+    v = randn(1, 2, T, d, generator=g)
+    weights = (randn(1, 2, d, hidden, generator=g) / 2, randn(1, 2, hidden, d, generator=g) / 2)
+    momentum = tuple(torch.zeros_like(w) for w in weights)
+    gates = Gates(*(0.3 + 0.6 * torch.rand(1, 2, T, generator=g, dtype=F64) for _ in range(4)))
+    inputs = [q, k, v, *gates, *weights]
+    for tensor in inputs:
+        tensor.requires_grad_()
+    probe = randn(1, 2, T, d, generator=g)
+    empty = q.new_zeros(1, 2, 0, d)
+    rule = MemoryRule(chunk_size=4, window=window)
+    y, _ = memory_scan(q, k, v, gates, MemoryState(weights, momentum, empty, empty, empty[..., 0]), rule)
+    ref_y, _, _ = reference_scan(
+        q, k, v, gates, weights, momentum, chunk=4, window=window, muon=False, loss=LOSSES["l2"], read=READS["identity"],
+        differentiable=True,
+    )
+    got = torch.autograd.grad((y * probe).sum(), inputs)
+    expected = torch.autograd.grad((ref_y * probe).sum(), inputs)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk", [1, 8])
+def test_inner_loop_memorises_repeated_pairs(chunk):
+    """Real behaviour: streaming 8 key-value pairs 6 times drives the memory's associative loss on them down 5×."""
+    g = torch.Generator().manual_seed(9)
+    d, pairs = 8, 8
+    keys = F.normalize(randn(1, 1, pairs, d, generator=g), dim=-1)
+    values = randn(1, 1, pairs, d, generator=g)
+    k, v = keys.repeat(1, 1, 6, 1), values.repeat(1, 1, 6, 1)
+    weights = (randn(1, 1, d, 32, generator=g) / math.sqrt(d), randn(1, 1, 32, d, generator=g) / math.sqrt(32))
+    empty = k.new_zeros(1, 1, 0, d)
+    state = MemoryState(weights, None, empty, empty, empty[..., 0])
+    _, final = memory_scan(k, k, v, Gates(torch.full(k.shape[:3], 0.2, dtype=F64)), state, MemoryRule(chunk_size=chunk))
+
+    def loss(ws):
+        return 0.5 * (mlp_batch(ws, keys) - values).pow(2).sum()
+
+    assert loss(final.weights) < 0.2 * loss(weights)
+
+
+def mlp_batch(weights, x):
+    return F.silu(x @ weights[0]) @ weights[1]
 
 
 MEMORY_KERNELS = ["titans", "moneta", "yaad", "memora", "atlas"]
