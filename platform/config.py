@@ -41,6 +41,7 @@ class RayConfig:
 class TaskResources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    custom: dict[str, float] = field(default_factory=dict)  # Ray custom resources, e.g. {learner_node: 1}
 
 
 @dataclass

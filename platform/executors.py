@@ -7,6 +7,7 @@ fresh learner rebuilt from the state dict, so the two produce identical numbers;
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ class InlineExecutor:
         self.curriculum = curriculum
         self.host: LearnerHost | None = None
 
-    def start(self, state: dict[str, torch.Tensor] | None) -> None:
+    def start(self, state: dict[str, torch.Tensor] | None, name: str | None = None) -> None:
         with torch.random.fork_rng():
             self.host = LearnerHost(self.cfg_dict, state)
 
@@ -118,14 +119,13 @@ class RayExecutor:
         self.actor = None
         self._experience_refs = [ray.put(experience) for experience in curriculum]
         self._info_ref = ray.put(curriculum.info)
-        self._evaluate = ray.remote(evaluate_state).options(
-            num_cpus=cfg.resources.eval.num_cpus, num_gpus=cfg.resources.eval.num_gpus
-        )
+        self._evaluate = ray.remote(evaluate_state).options(**_ray_resources(cfg.resources.eval))
 
-    def start(self, state: dict[str, torch.Tensor] | None) -> None:
-        actor_cls = self.ray.remote(LearnerHost).options(
-            num_cpus=self.cfg.resources.wake.num_cpus, num_gpus=self.cfg.resources.wake.num_gpus
-        )
+    def start(self, state: dict[str, torch.Tensor] | None, name: str | None = None) -> None:
+        """(Re)create the learner actor from `state`; `name` lets tools find it with ray.get_actor."""
+        if self.actor is not None:
+            self.ray.kill(self.actor)
+        actor_cls = self.ray.remote(LearnerHost).options(name=name, **_ray_resources(self.cfg.resources.wake))
         self.actor = actor_cls.remote(self.cfg_dict, state)
 
     def wake(self, experience: int) -> tuple[Metrics, str]:
@@ -150,6 +150,10 @@ class RayExecutor:
             self.ray.shutdown()
 
 
+def _ray_resources(spec: Any) -> dict[str, Any]:
+    return {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus, "resources": dict(spec.custom) or None}
+
+
 def actor_died_errors() -> tuple[type[BaseException], ...]:
     """Exceptions meaning the learner's process died (not a bug in the learner)."""
     try:
@@ -172,11 +176,27 @@ def connect_ray(cfg: DictConfig) -> bool:
     if cfg.ray.dashboard:
         kwargs["dashboard_host"] = cfg.ray.dashboard_host
     if cfg.ray.address:
+        _probe(cfg.ray.address, cfg.ray.connect_timeout_s)
         kwargs["address"] = cfg.ray.address
     else:
         kwargs["num_cpus"] = cfg.ray.num_cpus
     ray.init(**kwargs)
     return True
+
+
+def _probe(address: str, timeout_s: float) -> None:
+    """Fail fast on an unreachable host:port (ray.init itself retries for minutes)."""
+    from somna.platform.config import ConfigError
+
+    if address == "auto":
+        return  # Ray answers at once when no local cluster is running
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"bad value for 'ray.address': expected auto, host:port or ray://host:port, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConfigError(f"cannot reach Ray at {address} within {timeout_s:g}s ({error})") from None
 
 
 def make_executor(cfg: DictConfig, curriculum: Any) -> InlineExecutor | RayExecutor:

@@ -79,8 +79,9 @@ def run(
     executor = make_executor(cfg, curriculum)
     restarts = 0
     progress.start(total, start)
+    actor_name = f"somna-learner:{directory.path.resolve()}"
     try:
-        executor.start(state)
+        executor.start(state, name=actor_name)
         if baseline is None:
             baseline = _evaluate_baseline(directory, executor, curriculum)
             directory.write_matrix(baseline, rows)
@@ -94,7 +95,8 @@ def run(
                     raise
                 log.warning("learner actor died during experience %d (%s); restarting from checkpoint", experience, error)
                 _, state = _restore(directory, cfg, curriculum, upto=experience)
-                executor.start(state)
+                executor.start(state, name=actor_name)
+                directory.append_events([{"event": "actor_restart", "experience": experience, "restart": restarts}])
                 continue
             directory.write_matrix(baseline, rows)
             progress.advance()
