@@ -20,7 +20,6 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +59,9 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class RunDirectory:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, mirrors: list[Any] | None = None):
         self.path = Path(path)
+        self.mirrors = mirrors or []  # objects with log(event), e.g. TensorBoard; fed after each append
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -88,13 +88,16 @@ class RunDirectory:
         atomic_write(self.config_path, config_yaml.encode())
 
     # -- events -------------------------------------------------------------------------------
-    def append_events(self, events: Iterable[dict[str, Any]]) -> None:
+    def append_events(self, events: list[dict[str, Any]]) -> None:
         """Append events in one write + fsync, so an experience's events land together."""
         lines = "".join(json.dumps(event, sort_keys=True) + "\n" for event in events)
         with open(self.metrics_path, "a") as file:
             file.write(lines)
             file.flush()
             os.fsync(file.fileno())
+        for mirror in self.mirrors:
+            for event in events:
+                mirror.log(event)
 
     def read_events(self) -> list[dict[str, Any]]:
         """Every complete event line; a torn last line (crash mid-write) is ignored."""

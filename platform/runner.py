@@ -20,6 +20,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from somna.evals.metrics import summarize
+from somna.evals.tracking import make_sinks
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import ConfigError, to_yaml
 from somna.platform.executors import actor_died_errors, make_executor
@@ -76,6 +77,7 @@ def run(
 
     start, state = _restore(directory, cfg, curriculum)
     baseline, rows = _rows_from_events(directory, total)
+    directory.mirrors = make_sinks(directory.path, cfg.logging.tensorboard, cfg.logging.mlflow)
     executor = make_executor(cfg, curriculum)
     restarts = 0
     progress.start(total, start)
@@ -106,6 +108,8 @@ def run(
     finally:
         executor.close()
         progress.stop()
+        for mirror in directory.mirrors:
+            mirror.close()
 
     summary = {
         **summarize(np.array(rows), np.array(baseline)),

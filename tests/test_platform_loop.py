@@ -96,3 +96,9 @@ def test_resume_drops_a_half_written_experience_and_a_corrupt_checkpoint(tmp_pat
     resumed = run(cfg, run_dir, resume=True)
     assert resumed == straight
     assert events_without_timing(run_dir) == events_without_timing(tmp_path / "straight")
+
+
+def test_tensorboard_mirror_when_enabled(tmp_path):
+    run(fast_config("executor=inline", "logging.tensorboard=true"), tmp_path / "tb")
+    event_files = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert event_files and event_files[0].stat().st_size > 0
