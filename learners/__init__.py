@@ -6,5 +6,5 @@ __all__ = ["Learner", "LearnerConfig", "Metrics", "SleepConfig", "SleepContext",
 from somna.learners import stages  # noqa: F401,E402  (registers expansion, knowledge-seeding, dreaming)
 from somna.learners import der, ewc, finetune, joint, lwf, replay  # noqa: F401,E402  (registers the baselines)
 from somna.learners import sleep_vision  # noqa: F401,E402  (registers the vision sleep learner)
-from somna.learners import lm_baselines, lm_sleep  # noqa: F401,E402  (registers text learners: finetune, replay, in-context, sleep, opsd)
+from somna.learners import lm_baselines, lm_dreaming, lm_sleep  # noqa: F401,E402  (text learners: finetune, replay, in-context, sleep, opsd, seal, finetune-no-dream)
 from somna.learners import hypernet  # noqa: F401,E402  (registers the hypernet sleep stage and the hnet learner)

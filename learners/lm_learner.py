@@ -28,6 +28,36 @@ from somna.learners.lm_rewards import chrf, exact_match
 from somna.learners.lm_tokenizer import VOCAB_SIZE, build_byte_tokenizer
 
 
+def encode_pairs(tokenizer: Any, prompts: list[str], completions: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """"<s>prompt completion</s>" (or "<s>completion</s>" for an empty prompt), left-padded and truncated
+    from the left; labels are the ids with padding and the prompt ignored (-100)."""
+    texts = [f"{p} {c}" if p else c for p, c in zip(prompts, completions)]
+    batch = tokenizer(
+        [tokenizer.bos_token + t + tokenizer.eos_token for t in texts],
+        padding=True, truncation=True, max_length=max_length, return_tensors="pt", add_special_tokens=False,
+    )
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+        scored = len(f" {completion}".encode()) + 1 if prompt else labels.size(1)  # completion bytes + </s>
+        labels[row, : max(0, labels.size(1) - scored)] = -100
+    batch["labels"] = labels
+    return batch
+
+
+@torch.no_grad()
+def answer_nll(model: torch.nn.Module, tokenizer: Any, prompts: list[str], answers: list[str]) -> tuple[float, int]:
+    """Summed negative log-likelihood of " answer</s>" after "<s>prompt", and its token count."""
+    texts = [f"{tokenizer.bos_token}{p} {a}{tokenizer.eos_token}" for p, a in zip(prompts, answers)]
+    batch = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    logits = model(**batch).logits[:, :-1]
+    targets = batch["input_ids"][:, 1:]
+    answer_lengths = torch.tensor([len(f" {a}".encode()) + 1 for a in answers])
+    positions = torch.arange(targets.size(1))
+    scored = positions[None, :] >= targets.size(1) - answer_lengths[:, None]
+    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none").view_as(targets)
+    return float((nll * scored).sum()), int(scored.sum())
+
+
 @dataclass
 class LMModelConfig:
     dim: int = 64
@@ -83,16 +113,7 @@ class TextLearner(Learner):
 
     def encode_documents(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """<s> text </s>, left-padded; labels are the ids with padding ignored."""
-        batch = self.tokenizer(
-            [self.tokenizer.bos_token + t + self.tokenizer.eos_token for t in texts],
-            padding=True,
-            truncation=True,
-            max_length=self.config.max_length,
-            return_tensors="pt",
-            add_special_tokens=False,
-        )
-        batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        return batch
+        return encode_pairs(self.tokenizer, [""] * len(texts), texts, self.config.max_length)
 
     def generator(self, experience_index: int, salt: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + experience_index * 101 + salt)
@@ -167,19 +188,6 @@ class TextLearner(Learner):
         out = torch.stack(new_tokens, dim=1)
         return [self.tokenizer.decode([t for t in row.tolist() if t < 256], skip_special_tokens=True).strip() for row in out]
 
-    @torch.no_grad()
-    def answer_nll(self, prompts: list[str], answers: list[str]) -> tuple[float, int]:
-        """Summed negative log-likelihood of " answer</s>" after "<s>prompt", and its token count."""
-        texts = [f"{self.tokenizer.bos_token}{p} {a}{self.tokenizer.eos_token}" for p, a in zip(prompts, answers)]
-        batch = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-        logits = self.model(**batch).logits[:, :-1]
-        targets = batch["input_ids"][:, 1:]
-        answer_lengths = torch.tensor([len(f" {a}".encode()) + 1 for a in answers])
-        positions = torch.arange(targets.size(1))
-        scored = positions[None, :] >= targets.size(1) - answer_lengths[:, None]
-        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none").view_as(targets)
-        return float((nll * scored).sum()), int(scored.sum())
-
     def evaluate(self, experience: Any, batch_size: int | None = None) -> Metrics:
         rows = [row for row in experience.test if row["prompt"]]
         batch_size = batch_size or self.config.eval_batch_size
@@ -190,7 +198,7 @@ class TextLearner(Learner):
             predictions = self.generate(prompts, self.config.eval_max_new_tokens)
             matches += [exact_match(p, a) for p, a in zip(predictions, answers)]
             chrfs += [chrf(p, a) for p, a in zip(predictions, answers)]
-            chunk_nll, chunk_tokens = self.answer_nll(prompts, answers)
+            chunk_nll, chunk_tokens = answer_nll(self.model, self.tokenizer, prompts, answers)
             nll, tokens = nll + chunk_nll, tokens + chunk_tokens
         scores = {
             "exact_match": sum(matches) / max(len(matches), 1),

@@ -21,6 +21,8 @@ Stable module names (PEFT LoRA may target them), Hugging Face layout:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +163,7 @@ class CMSBlock(nn.Module):
         self.mlp = MLP(config.dim, config.mlp_ratio * config.dim)
         self.experts = nn.ModuleList(LowRankExpert(config.dim, config.expert_rank) for _ in range(config.num_experts))
         self.register_buffer("expert_mask", torch.zeros(config.num_experts))
+        self.novelty_expert: int | None = None  # set only while dreaming (SleepLM.novelty_routing)
 
     def unlocked(self) -> list[int]:
         return [e for e in range(len(self.experts)) if self.expert_mask[e] > 0]
@@ -175,6 +178,9 @@ class CMSBlock(nn.Module):
         if 0 < self.top_k < len(active):
             keep = torch.zeros_like(gates).scatter(-1, gates.topk(self.top_k, dim=-1).indices, 1.0)
             gates = gates * keep
+        if self.novelty_expert in active:  # dreaming: the router also sends every token fully to this expert
+            gates = gates.clone()
+            gates[..., active.index(self.novelty_expert)] = 1.0
         for slot, e in enumerate(active):
             out = out + gates[..., slot : slot + 1] * self.experts[e](h)
         return out
@@ -280,6 +286,22 @@ class SleepLM(PreTrainedModel, GenerationMixin):
                 cms.expert_mask[e] = 1.0
                 return e
         return None
+
+    @contextmanager
+    def novelty_routing(self, generator: torch.Generator) -> Iterator[None]:
+        """While active, each CMS block also routes every token fully (gate 1) to one random unlocked expert.
+
+        The paper's dreaming novelty; blocks with no unlocked expert are unchanged.
+        """
+        for block in self.cms:
+            unlocked = block.unlocked()
+            if unlocked:
+                block.novelty_expert = unlocked[int(torch.randint(len(unlocked), (1,), generator=generator))]
+        try:
+            yield
+        finally:
+            for block in self.cms:
+                block.novelty_expert = None
 
     def reset_experts(self, block: int) -> int:
         """Lock and re-initialise every unlocked expert of `block` (synaptic pruning); returns how many."""

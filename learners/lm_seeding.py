@@ -68,7 +68,8 @@ def _last_logged(history: list[dict[str, float]], key: str) -> float:
 
 def _quiet() -> Any:
     """TRL warns about things that do not apply to a from-scratch CPU model (no hub id, vLLM); keep logs readable."""
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    for name in ("transformers", "trl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     return warnings.catch_warnings()
 
 

@@ -10,7 +10,7 @@ Sleep (PAPERS.md, "Language Models Need Sleep"), order compute -> consolidate ->
                   preceding expansion it trains the receiving block instead.
 The receiving block l* cycles through CMS blocks 1..L-1 (sleep k uses 1 + k mod (L-1)),
 its sender is l*-1, so knowledge climbs the frequency ladder over sleeps; `receiver`
-pins it. Ablations are config switches: -expansion drops "expansion" from
+pins it. Appending "dreaming" to `sleep.stages` adds the dream hook (lm_dreaming). Ablations are config switches: -expansion drops "expansion" from
 `sleep.stages`; -imitation sets knowledge-seeding alpha=1; -semantic reward gamma=0.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from somna.learners.base import Metrics, SleepConfig, SleepContext
+from somna.learners.lm_dreaming import DreamingMixin
 from somna.learners.lm_learner import TextLearner, TextLearnerConfig
 from somna.learners.lm_seeding import distill, imitate, sample
 from somna.platform.registry import register_learner
@@ -36,7 +37,7 @@ class SleepLearnerConfig(TextLearnerConfig):
 
 
 @register_learner("sleep", modality="text")
-class SleepLearner(TextLearner):
+class SleepLearner(DreamingMixin, TextLearner):
     """CMS mixture-of-experts LM that wakes online and sleeps by expansion + knowledge seeding."""
 
     Config = SleepLearnerConfig
