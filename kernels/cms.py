@@ -1,11 +1,12 @@
 """Continuum Memory System (Nested Learning eq. 70–74): MLP blocks that learn at test time, each at its own period.
 
-Block ℓ is a residual MLP h + σ(h W_in) W_out whose weights are per-batch fast
-weights. It keeps its weights fixed for C(ℓ) tokens and then takes one step
+Block ℓ is a residual MLP h + σ(ĥ W_in) W_out, ĥ = h/‖h‖, whose weights are
+per-batch fast weights (unit-norm inputs bound the curvature of the local
+objective, so a step size below ~1 is stable whatever the scale of h). It keeps its weights fixed for C(ℓ) tokens and then takes one step
 (eq. 71)
     θ ← θ − Σ_{t in the last C(ℓ) tokens} η_t ∇f(θ; x_t),
 all gradients at the weights the chunk was read with (mini-batch GD). The
-error term f is the block's local objective ½‖σ(h W_in) W_out − h W_target‖²
+error term f is the block's local objective ½‖σ(ĥ W_in) W_out − h W_target‖²
 (W_target an outer-loop parameter, as Titans' value projection) and/or any
 gradient a learner feeds in with `accumulate` (e.g. of its task loss with
 respect to `state.weights`); either waits in `state.pending` until the
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from somna.kernels.neural_memory import backprop_errors, mlp_forward
@@ -59,7 +61,7 @@ class ContinuumMemory(nn.Module):
         dim: int,
         num_heads: int = 4,
         *,
-        periods: Sequence[int] = (1, 4, 16),
+        periods: Sequence[int] = (8, 32, 128),
         expansion: int = 2,
         variant: str = "sequential",
         lr: float = 0.1,
@@ -128,7 +130,7 @@ class ContinuumMemory(nn.Module):
             run = min(h.shape[1] - t, period - position % period)
             segment = h[:, t : t + run]
             layer_weights = [w.unsqueeze(1) for w in weights]  # a single "head" for the shared MLP helpers
-            inputs, preacts = mlp_forward(layer_weights, segment.unsqueeze(1))
+            inputs, preacts = mlp_forward(layer_weights, F.normalize(segment, dim=-1).unsqueeze(1))
             outputs.append(segment + preacts[-1][:, 0])
             if self.local_objective:
                 pending = self._add_local_gradient(index, segment, layer_weights, inputs, preacts, pending)

@@ -37,10 +37,10 @@ class HopeBlock(nn.Module):
         *,
         chunk_size: int = 16,
         conv_width: int = 4,
-        periods: Sequence[int] = (1, 4, 16),
+        periods: Sequence[int] = (8, 32, 128),
         cms_variant: str = "sequential",
         lr: float = 0.1,
-        max_lr: float = 1.0,
+        max_lr: float = 0.1,
         detach_inner: bool = False,
     ):
         super().__init__()

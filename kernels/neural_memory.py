@@ -317,7 +317,7 @@ class NeuralMemory(ProjectedMemoryLayer):
         momentum: bool = True,
         forget: bool = True,
         lr: float | None = None,
-        max_lr: float = 1.0,
+        max_lr: float = 0.1,
         window: int = 1,
         muon: bool = False,
         feature_map: nn.Module | None = None,
@@ -345,8 +345,11 @@ class NeuralMemory(ProjectedMemoryLayer):
             for fan_in, fan_out in zip(widths[:-1], widths[1:])
         )
         self.constant_lr, self.max_lr = lr, max_lr
-        self.lr_proj = self.scalar_gate(bias=torch.full((num_heads,), -2.0)) if lr is None else None
-        self.momentum_proj = self.scalar_gate(bias=torch.full((num_heads,), 1.0)) if momentum else None
+        # θ ≈ max_lr/2 and η ≈ 1/2 at the start. Inside a chunk every step uses the chunk-start gradient, so the
+        # chunk moves the memory by about C·θ/(1 − η) gradients: that must stay below ~2 (measured: NaN within 4096
+        # tokens at C = 16 for θ ≈ 0.05, η ≈ 0.88, or θ up to 1).
+        self.lr_proj = self.scalar_gate(bias=torch.zeros(num_heads)) if lr is None else None
+        self.momentum_proj = self.scalar_gate(bias=torch.zeros(num_heads)) if momentum else None
         self.forget_proj = self.scalar_gate(bias=torch.full((num_heads,), -6.0)) if forget else None  # α ≈ 0.0025
         self.window_proj = self.scalar_gate(bias=torch.full((num_heads,), 2.0)) if window > 1 else None
 

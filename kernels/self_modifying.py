@@ -53,7 +53,7 @@ class SelfModifyingMemory(nn.Module):
         *,
         chunk_size: int = 16,
         expansion: int = 2,
-        max_lr: float = 1.0,
+        max_lr: float = 0.1,
         detach_inner: bool = False,
     ):
         super().__init__()
@@ -76,7 +76,7 @@ class SelfModifyingMemory(nn.Module):
             }
         )
         self.lr_readout = nn.Parameter(torch.randn(num_heads, d) / math.sqrt(d))
-        self.lr_bias = nn.Parameter(torch.full((num_heads,), -2.0))
+        self.lr_bias = nn.Parameter(torch.zeros(num_heads))  # η ≈ max_lr/2: see NeuralMemory on chunk stability
         self.decay_readout = nn.Parameter(torch.randn(num_heads, d) / math.sqrt(d))
         self.decay_bias = nn.Parameter(torch.full((num_heads,), 6.0))  # retention ≈ 0.9975 at the start
 

@@ -97,12 +97,12 @@ def test_cms_block_updates_once_per_period_by_the_summed_chunk_gradient():
         state = new_state
     assert changed == {0: [3, 6, 9], 1: [5, 10]}
 
-    # block 0's first step: θ − Σ_{t<3} η_t ∇ ½‖σ(x_t W_in) W_out − x_t W_target‖², all at the initial weights
+    # block 0's first step: θ − Σ_{t<3} η_t ∇ ½‖σ(x̂_t W_in) W_out − x_t W_target‖², all at the initial weights
     w_in, w_out = (p.detach().clone().requires_grad_() for p in (layer.initial_in[0], layer.initial_out[0]))
     expected = [w_in.detach().clone(), w_out.detach().clone()]
     for t in range(3):
         h = x[0, t]
-        loss = 0.5 * (F.silu(h @ w_in) @ w_out - layer.targets[0](h)).pow(2).sum()
+        loss = 0.5 * (F.silu(F.normalize(h, dim=-1) @ w_in) @ w_out - layer.targets[0](h)).pow(2).sum()
         eta = 0.5 / 3 * torch.sigmoid(layer.lr_gates[0](h))
         for slot, grad in enumerate(torch.autograd.grad(loss, [w_in, w_out])):
             expected[slot] = expected[slot] - eta * grad
@@ -117,7 +117,7 @@ def test_cms_zero_learning_rate_is_the_frozen_mlp_chain():
     x = torch.randn(2, 7, 6, dtype=F64)
     expected = x
     for w_in, w_out in zip(layer.initial_in, layer.initial_out):
-        expected = expected + F.silu(expected @ w_in) @ w_out
+        expected = expected + F.silu(F.normalize(expected, dim=-1) @ w_in) @ w_out
     torch.testing.assert_close(layer(x)[0], expected)
 
 
@@ -186,7 +186,7 @@ def test_self_modifying_memory_matches_a_plain_chunk_loop():
         q = {t: F.normalize(layer.q_proj(x[0, t]).view(heads, d), dim=-1) for t in tokens}
         k = {t: F.normalize(apply("key", xh[t]), dim=-1) for t in tokens}
         v = {t: apply("value", xh[t]) for t in tokens}
-        lr = {t: torch.sigmoid((apply("lr", xh[t]) * layer.lr_readout).sum(-1) + layer.lr_bias) for t in tokens}
+        lr = {t: layer.max_lr * torch.sigmoid((apply("lr", xh[t]) * layer.lr_readout).sum(-1) + layer.lr_bias) for t in tokens}
         retain = {t: torch.sigmoid((apply("decay", xh[t]) * layer.decay_readout).sum(-1) + layer.decay_bias) for t in tokens}
         for name in MEMORIES:
             ws0 = [w.clone().requires_grad_() for w in start_weights[name]]

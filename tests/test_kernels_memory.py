@@ -228,13 +228,20 @@ def test_inner_loop_memorises_repeated_pairs(chunk):
     assert loss(final.weights) < 0.2 * loss(weights)
 
 
-MEMORY_KERNELS = ["titans", "moneta", "yaad", "memora", "atlas"]
+MEMORY_KERNELS = {
+    "titans": {},
+    "moneta": {},
+    "yaad": {},
+    "memora": {},
+    "atlas": {},
+    "atlas-muon-poly": {"muon": True, "degree": 2},
+}
 
 
-@pytest.mark.parametrize("name", MEMORY_KERNELS)
-def test_one_call_equals_pieces_and_backward_reaches_every_parameter(name):
+@pytest.mark.parametrize("case", MEMORY_KERNELS)
+def test_one_call_equals_pieces_and_backward_reaches_every_parameter(case):
     torch.manual_seed(3)
-    layer = KERNELS.get(name)(16, 2, chunk_size=4).double()
+    layer = KERNELS.get(case.split("-")[0])(16, 2, chunk_size=4, **MEMORY_KERNELS[case]).double()
     x = torch.randn(2, 19, 16, dtype=F64)
     whole, _ = layer(x)
     state, pieces = None, []
