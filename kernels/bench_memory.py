@@ -74,17 +74,55 @@ def _best_time(function, repeats: int) -> float:
     return best
 
 
+LAYERS = (
+    "titans", "moneta", "yaad", "memora", "atlas", "cms", "self-modifying", "titans-mac", "titans-mag", "titans-mal", "hope"
+)
+
+
 def run(quick: bool = False) -> str:
-    """Markdown table: tokens/s of the chunkwise NeuralMemory scan vs the naive per-token autograd loop."""
+    """Markdown tables: NeuralMemory chunkwise vs naive per-token loop, and training cost of each memory layer."""
     lengths = (256, 1024) if quick else (256, 1024, 4096)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: reproducible on a shared machine, and the fair per-core comparison
     try:
         with torch.no_grad():
             rows, agreement = _measure(lengths)
+        layer_rows = _measure_layers(length=128 if quick else 256)
     finally:
         torch.set_num_threads(threads)
-    return _table(rows, agreement)
+    return _table(rows, agreement) + "\n\n" + layer_rows
+
+
+def _measure_layers(length: int, batch: int = 8, dim: int = 64, heads: int = 2) -> str:
+    """Forward + backward time of each registered layer of this room's memory family, default options."""
+    from somna.platform.registry import KERNELS
+
+    x = torch.randn(batch, length, dim, generator=torch.Generator().manual_seed(0))
+    lines = [
+        "| layer | fwd+bwd tokens/s | fwd tokens/s |",
+        "|---|---:|---:|",
+    ]
+    for name in LAYERS:
+        torch.manual_seed(0)
+        layer = KERNELS.get(name)(dim, num_heads=heads)
+
+        def train_step():
+            y, _ = layer(x)
+            y.pow(2).mean().backward()
+
+        def forward():
+            with torch.no_grad():
+                layer(x)
+
+        train_s, forward_s = _best_time(train_step, repeats=1), _best_time(forward, repeats=1)
+        tokens = batch * length
+        lines.append(f"| {name} | {tokens / train_s:,.0f} | {tokens / forward_s:,.0f} |")
+    lines += [
+        "",
+        f"Each layer with its default options, dim {dim}, {heads} heads, batch {batch} × T = {length}, float32, "
+        "1 thread, one timed run after construction (what a training step of `somna bench recall` costs).",
+    ]
+    return "\n".join(lines)
 
 
 def _measure(lengths: tuple[int, ...]) -> tuple[list[list[str]], float]:
