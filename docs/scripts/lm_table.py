@@ -11,7 +11,9 @@ the accuracy matrices are read back and summarised. Rows:
   sleep -expansion        stages = [knowledge-seeding]
   in-context              ceiling: the passage is in the prompt at test time
 
-    .venv/bin/python docs/scripts/lm_table.py [--seeds 0 1 2] [--jobs 2] [--out docs/lm_results.md]
+    .venv/bin/python docs/scripts/lm_table.py [--seeds 0 1 2] [--jobs 2] [--tables ablation language dreaming] [--out FILE]
+
+The dreaming table (issue 6, the shape of the paper's Table 3) adds the `dreaming` stage to the sleep learner.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "in-context (ceiling)": ("in-context", []),
 }
 LANGUAGE_ROWS = ("finetune", "replay", "opsd", "sleep")
+WITH_DREAMS = "learner.sleep.stages=[expansion,knowledge-seeding,dreaming]"
+DREAM_ROWS: dict[str, tuple[str, list[str]]] = {
+    "finetune-no-dream": ("finetune-no-dream", []),
+    "seal": ("seal", []),
+    "sleep (with dreaming)": ("sleep", [WITH_DREAMS]),
+    "sleep −gradient selection": ("sleep", [WITH_DREAMS, "learner.sleep.options.dreaming.gradient_selection=false"]),
+    "sleep −random expert": ("sleep", [WITH_DREAMS, "learner.sleep.options.dreaming.random_expert=false"]),
+    "sleep −dreaming": ("sleep", []),
+}
 
 
 def run_one(job: tuple[str, str, list[str], int, str]) -> tuple[np.ndarray, np.ndarray, float]:
@@ -86,35 +97,51 @@ def language_table(results: dict[str, list[tuple[np.ndarray, np.ndarray, float]]
     return "\n".join(lines)
 
 
+def dreaming_table(results: dict[str, list[tuple[np.ndarray, np.ndarray, float]]]) -> str:
+    """Shape of the paper's Table 3: no-context QA after one passage batch (R[0,0]) and after the stream (ACC)."""
+    lines = ["| knowledge incorporation | after first experience | after the stream (ACC) | BWT | run time (s) |", "|---|---:|---:|---:|---:|"]
+    base = next(iter(results.values()))
+    lines.append(f"| base | {fmt([b[0] for b, _, _ in base])} | {fmt([b.mean() for b, _, _ in base])} | — | — |")
+    for label, runs in results.items():
+        lines.append(
+            f"| {label} | {fmt([R[0, 0] for _, R, _ in runs])} | {fmt([metrics.acc(R) for _, R, _ in runs])} | "
+            f"{fmt([metrics.bwt(R) for _, R, _ in runs])} | {np.mean([t for _, _, t in runs]):.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs", default="runs/lm-table")
     parser.add_argument("--out", default="docs/lm_results.md")
+    parser.add_argument("--tables", nargs="+", default=["ablation", "language"], choices=["ablation", "language", "dreaming"])
     args = parser.parse_args()
 
+    groups = {  # table -> (preset, rows label -> (learner, overrides), formatter)
+        "ablation": ("fact-stream", FACT_ROWS, fact_stream_table),
+        "language": ("new-language", {name: (name, []) for name in LANGUAGE_ROWS}, language_table),
+        "dreaming": ("fact-stream", DREAM_ROWS, dreaming_table),
+    }
     jobs = {}
-    for label, (learner, overrides) in FACT_ROWS.items():
-        for seed in args.seeds:
-            jobs[("fact", label, seed)] = ("fact-stream", learner, overrides, seed, f"{args.runs}/fact-stream/{label.replace(' ', '_')}/seed{seed}")
-    for learner in LANGUAGE_ROWS:
-        for seed in args.seeds:
-            jobs[("lang", learner, seed)] = ("new-language", learner, [], seed, f"{args.runs}/new-language/{learner}/seed{seed}")
+    for table in args.tables:
+        preset, rows, _ = groups[table]
+        for label, (learner, overrides) in rows.items():
+            for seed in args.seeds:
+                jobs[(table, label, seed)] = (preset, learner, overrides, seed, f"{args.runs}/{table}/{label.replace(' ', '_')}/seed{seed}")
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         outcomes = dict(zip(jobs, pool.map(run_one, jobs.values())))
-    fact = {label: [outcomes[("fact", label, s)] for s in args.seeds] for label in FACT_ROWS}
-    lang = {learner: [outcomes[("lang", learner, s)] for s in args.seeds] for learner in LANGUAGE_ROWS}
     seeds = ", ".join(str(s) for s in args.seeds)
-    report = "\n\n".join(
-        [
-            f"Seeds {seeds}; mean ± 95% CI (Student t). Presets `fact-stream` and `new-language` as shipped; "
-            f"produced by `docs/scripts/lm_table.py` in {time.perf_counter() - start:.0f} s on CPU.",
-            fact_stream_table(fact),
-            language_table(lang),
-        ]
-    )
+    sections = [
+        f"Seeds {seeds}; mean ± 95% CI (Student t). Presets as shipped; produced by "
+        f"`docs/scripts/lm_table.py --tables {' '.join(args.tables)}` in {time.perf_counter() - start:.0f} s on CPU."
+    ]
+    for table in args.tables:
+        _, rows, formatter = groups[table]
+        sections.append(formatter({label: [outcomes[(table, label, s)] for s in args.seeds] for label in rows}))
+    report = "\n\n".join(sections)
     print(report)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report + "\n")
