@@ -329,6 +329,10 @@ class NeuralMemory(ProjectedMemoryLayer):
         super().__init__(dim, num_heads, head_dim=head_dim, chunk_size=chunk_size)
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive int, got {depth!r}")
+        if lr is not None and lr < 0:
+            raise ValueError(f"lr must be None (data-dependent) or >= 0, got {lr!r}")
+        if max_lr <= 0:
+            raise ValueError(f"max_lr must be > 0, got {max_lr!r}")
         self.rule = MemoryRule(
             chunk_size=chunk_size,
             window=window,

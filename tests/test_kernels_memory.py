@@ -305,7 +305,13 @@ def test_polynomial_features_give_truncated_exponential_kernel():
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"depth": 0}, "depth"), ({"chunk_size": 0}, "chunk_size"), ({"window": 0}, "window")],
+    [
+        ({"depth": 0}, "depth"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"window": 0}, "window"),
+        ({"lr": -1.0}, "lr"),
+        ({"max_lr": 0.0}, "max_lr"),
+    ],
 )
 def test_bad_options_raise_value_error(options, message):
     with pytest.raises(ValueError, match=message):
