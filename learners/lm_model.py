@@ -154,7 +154,10 @@ class LowRankExpert(nn.Module):
 
 
 class CMSBlock(nn.Module):
-    """One CMS level: x + mlp(norm x) + sum_e mask_e * topk_e * sigmoid(gate_e(norm x)) * expert_e(norm x)."""
+    """One CMS level: x + mlp(norm x) + sum_e mask_e * topk_e * sigmoid(gate_e(norm x)) * expert_e(norm x).
+
+    While dreaming, `novelty_expert`'s gate is forced to 1 (see SleepLM.novelty_routing).
+    """
 
     def __init__(self, config: SleepLMConfig):
         super().__init__()
