@@ -2,8 +2,8 @@
 
 Block ℓ is a residual MLP h + σ(ĥ W_in) W_out, ĥ = h/‖h‖, whose weights are
 per-batch fast weights (unit-norm inputs bound the curvature of the local
-objective, so a step size below ~1 is stable whatever the scale of h). It keeps its weights fixed for C(ℓ) tokens and then takes one step
-(eq. 71)
+objective, so a step size below ~1 is stable whatever the scale of h). It
+keeps its weights fixed for C(ℓ) tokens and then takes one step (eq. 71)
     θ ← θ − Σ_{t in the last C(ℓ) tokens} η_t ∇f(θ; x_t),
 all gradients at the weights the chunk was read with (mini-batch GD). The
 error term f is the block's local objective ½‖σ(ĥ W_in) W_out − h W_target‖²

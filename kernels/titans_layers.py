@@ -1,10 +1,11 @@
 """Titans blocks (Titans §4): memory as context (MAC), as gate (MAG), as layer (MAL), over NeuralMemory.
 
   MAC  per segment s of `segment` tokens: h = M*_{s−1}(x_s) (read, no write); attention over
-       [persistent, h, x_s] (causal inside the segment; token i sees h_j for j ≤ i) gives y_s; then the memory is written with
-       y_s, and o_s = x_s + y_s ⊙ σ(M_s(y_s)). The memory therefore changes once per segment, after
-       attending — the returned state holds the memory at the last segment end; a trailing partial
-       segment is attended and read but written only when the segment completes (next call).
+       [persistent, h, x_s] (causal inside the segment; token i sees h_j for j ≤ i) gives y_s;
+       then the memory is written with y_s, and o_s = x_s + y_s ⊙ σ(M_s(y_s)). The memory
+       therefore changes once per segment, after attending — the returned state holds the
+       memory at the last segment end; a trailing partial segment is attended and read but
+       written only when the segment completes (next call).
   MAG  o = x + SWA(x) ⊙ σ(M(x)): sliding-window attention gated by the memory branch.
   MAL  h = x + M(x), o = h + SWA(h): the memory layer in front of sliding-window attention.
 Attention uses learnable persistent tokens, visible to every query. `memory` passes options to NeuralMemory.
