@@ -40,3 +40,11 @@ def test_ci_installs_and_tests_exactly_as_the_readme_says():
     install = re.search(r"## Install and run the demo.*?```bash\n(.*?)\n```", README, re.S).group(1)
     tests = re.search(r"## Run the tests.*?```bash\n(.*?)\n```", README, re.S).group(1)
     assert install in ci and tests in ci
+
+
+def test_readme_tables_are_the_generated_files():
+    sys.path.insert(0, str(ROOT / "docs" / "scripts"))
+    from sync_readme import includes
+
+    for path, body in includes(README):
+        assert body == (ROOT / path).read_text().strip() + "\n", f"README copy of {path} is stale: run sync_readme.py"
