@@ -9,3 +9,4 @@ from somna.learners import sleep_vision  # noqa: F401,E402  (registers the visio
 from somna.learners import lm_baselines, lm_dreaming, lm_sleep  # noqa: F401,E402  (text learners: finetune, replay, in-context, sleep, opsd, seal, finetune-no-dream)
 from somna.learners import hypernet  # noqa: F401,E402  (registers the hypernet sleep stage and the hnet learner)
 from somna.learners import nested_opt  # noqa: F401,E402  (registers the nested-opt sleep stage)
+from somna.learners import hope  # noqa: F401,E402  (registers the hope learner)
