@@ -44,3 +44,40 @@ def test_default_asks_every_key_once():
 def test_bad_arguments_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_mqar(**kwargs)
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is much faster on a shared machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_recall_model_learns_to_recall_and_is_deterministic(one_thread):
+    from somna.platform.recall_bench import RecallSettings, recall_accuracy, train
+    from somna.platform.registry import KERNELS
+
+    settings = RecallSettings(loads=(3,), vocab_size=16, embed_dim=8, num_heads=1, steps=100, batch_size=16)
+    held_out = make_mqar(200, 3, vocab_size=16, seed=99)
+    first = recall_accuracy(train(KERNELS.get("deltanet"), settings), held_out)
+    second = recall_accuracy(train(KERNELS.get("deltanet"), settings), held_out)
+    assert first == second
+    assert first > 0.4  # chance is 1/8
+
+
+def test_contract_check_accepts_layers_and_names_what_fails():
+    from somna.platform.recall_bench import FULL, contract_problem
+    from somna.platform.registry import KERNELS
+
+    assert contract_problem(KERNELS.get("gated-deltanet"), FULL) is None
+    assert "TypeError" in contract_problem(torch.nn.Linear, FULL)
+
+    class NoState(torch.nn.Module):
+        def __init__(self, dim, num_heads=4):
+            super().__init__()
+
+        def forward(self, x, state=None):
+            return x
+
+    assert "must return" in contract_problem(NoState, FULL)
