@@ -15,7 +15,11 @@ Wake trains the outer parameters (projections, gates, initial memory states,
 head) by backpropagating through those inner updates, `epochs` passes per
 experience, exactly like the classifier baselines (same optimizer names,
 task masks, seeded batches). Sleep runs whatever stages
-`learner.sleep.stages` lists.
+`learner.sleep.stages` lists; the learner hosts `nested-opt`
+(learners/nested_opt.py): its update rule is the inner learning-rate and
+decay producers of every self-modifying memory and the CMS blocks'
+learning-rate gates, tuned through unrolled passes over the experience just
+woken on (no older data).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from torch import Tensor, nn
 
 import somna.kernels  # noqa: F401  (registers the hope kernel)
 from somna.learners.backbones import MLP
-from somna.learners.classifier import ClassifierConfig, ClassifierLearner
+from somna.learners.classifier import ClassifierConfig, ClassifierLearner, experience_tensors
 from somna.platform.registry import KERNELS, register_learner
 
 
@@ -84,3 +88,17 @@ class HopeLearner(ClassifierLearner):
         super().__init__(config, info, seed)
         torch.manual_seed(seed)
         self.model = HopeClassifier(math.prod(info.input_shape), info.num_classes, config)
+
+    # -- the nested-opt stage's contract ------------------------------------------------------
+    def update_rule_parameters(self) -> list[nn.Parameter]:
+        """Inner learning-rate / decay producers of the self-modifying memories and the CMS lr gates."""
+        rule_parts = ("memory.lr_", "memory.decay_", "memory.initial_weights.lr.", "memory.initial_weights.decay.", "cms.lr_gates.")
+        return [p for name, p in self.model.blocks.named_parameters() if name.split(".", 1)[1].startswith(rule_parts)]
+
+    def rehearsal(self, context: Any) -> list[tuple[Tensor, ...]]:
+        x, y, task = experience_tensors(context.experience.train)
+        order = torch.randperm(len(y), generator=self.generator(context.index, salt=3))
+        return [(x[batch], y[batch], task[batch]) for batch in order.split(self.config.batch_size)]
+
+    def unrolled_wake_loss(self, x: Tensor, y: Tensor, task: Tensor) -> Tensor:
+        return self.cross_entropy(self.model(x), y, task)

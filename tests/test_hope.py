@@ -75,3 +75,19 @@ def test_state_dict_restores_exactly():
 def test_bad_patch_size_is_a_value_error():
     with pytest.raises(ValueError, match="learner.patch_size"):
         learner_for(digits(), patch_size=7)
+
+
+def test_hosts_the_nested_opt_stage_changing_only_the_update_rule():
+    stream = digits()
+    config = HopeConfig(epochs=1)
+    config.sleep.stages = ["nested-opt"]
+    config.sleep.options = {"nested-opt": {"steps": 3}}
+    learner = HopeLearner(OmegaConf.structured(config), stream.info, seed=0)
+    rule = {id(p) for p in learner.update_rule_parameters()}
+    assert len(rule) == 4 + 4 + 3 * 2  # lr/decay readouts and biases, their 2-layer memories, 3 CMS gates (w, b)
+    learner.wake(stream[0])
+    before = {name: p.detach().clone() for name, p in learner.model.named_parameters()}
+    metrics = learner.sleep(SleepContext(experience=stream[0], num_experiences=5, seed=0))
+    assert metrics["nested-opt/steps"] == 3.0
+    for name, p in learner.model.named_parameters():
+        assert torch.equal(before[name], p.detach()) != (id(p) in rule), name
