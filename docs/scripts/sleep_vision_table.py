@@ -4,17 +4,19 @@ Each run goes through the platform's loop order in-process (b = evaluate before
 training; per experience: wake -> sleep(SleepContext) -> evaluate every
 experience) and is summarized by somna.evals.metrics; cells are mean ± 95% t-CI
 over seeds. Runs are independent, so they spread over `--workers` processes
-(one torch thread each). The tables replace the block between the markers in
+(one torch thread each); each finished run is appended to a JSON-lines cache,
+so an interrupted table resumes where it stopped. The tables replace the block between the markers in
 docs/sleep_vision_results.md, leaving the hand-written analysis around it.
 
-    .venv/bin/python docs/scripts/sleep_vision_table.py [--seeds 0 1 2] [--workers 2] [--quick]
+    .venv/bin/python docs/scripts/sleep_vision_table.py [--seeds 0 1 2] [--workers 2] [--quick] [--cached-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -78,31 +80,49 @@ def mean_ci(values: list[float]) -> str:
     return f"{mean:.3f} ± {half:.3f}"
 
 
-def tables(seeds: list[int], workers: int, streams: dict[str, tuple[str, str, list[str]]]) -> str:
-    jobs = {}
+def tables(seeds: list[int], workers: int, streams: dict[str, tuple[str, str, list[str]]], cache: Path, run_missing: bool = True) -> str:
+    """Run what `cache` (one JSON line per finished run) lacks, then format every stream's table."""
+    results = load_cache(cache)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for stream, (curriculum_name, scenario, variants) in streams.items():
-            methods = {label: SLEEP_VARIANTS[label] for label in variants} | BASELINES
-            for label, (learner_name, overrides, _) in methods.items():
-                for seed in seeds:
-                    jobs[stream, label, seed] = pool.submit(run_once, learner_name, overrides, curriculum_name, scenario, seed)
-        results = {key: job.result() for key, job in jobs.items()}
+        jobs = {}
+        for seed in seeds if run_missing else []:  # seed-major: a partial run still gives whole tables
+            for stream, (curriculum_name, scenario, variants) in streams.items():
+                methods = {label: SLEEP_VARIANTS[label] for label in variants} | BASELINES
+                for label, (learner_name, overrides, _) in methods.items():
+                    if (stream, label, seed) not in results:
+                        job = pool.submit(run_once, learner_name, overrides, curriculum_name, scenario, seed)
+                        jobs[job] = (stream, label, seed)
+        for job in as_completed(jobs):
+            results[jobs[job]] = job.result()
+            with cache.open("a") as file:
+                file.write(json.dumps({"key": list(jobs[job]), "result": results[jobs[job]]}) + "\n")
     blocks = []
     for stream, (_, _, variants) in streams.items():
         methods = {label: SLEEP_VARIANTS[label] for label in variants} | BASELINES
         lines = [
-            f"### {stream} (seeds {', '.join(map(str, seeds))}; mean ± 95% CI)",
+            f"### {stream} (mean ± 95% t-CI over the seeds listed)",
             "",
-            "| method | stored past data | ACC | BWT | forgetting | s/run |",
-            "|---|---|---:|---:|---:|---:|",
+            "| method | stored past data | seeds | ACC | BWT | forgetting | s/run |",
+            "|---|---|---|---:|---:|---:|---:|",
         ]
         for label, (_, _, stored) in methods.items():
-            runs = [results[stream, label, seed] for seed in seeds]
+            done = [seed for seed in seeds if (stream, label, seed) in results]
+            runs = [results[stream, label, seed] for seed in done]
+            if not runs:
+                lines.append(f"| {label} | {stored} | — | not run | | | |")
+                continue
             cells = [mean_ci([r[key] for r in runs]) for key in ("acc", "bwt", "forgetting")]
             wall = np.mean([r["wall_s"] for r in runs])
-            lines.append(f"| {label} | {stored} | " + " | ".join(cells) + f" | {wall:.0f} |")
+            lines.append(f"| {label} | {stored} | {','.join(map(str, done))} | " + " | ".join(cells) + f" | {wall:.0f} |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def load_cache(cache: Path) -> dict[tuple[str, str, int], dict[str, float]]:
+    if not cache.exists():
+        return {}
+    rows = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
+    return {(row["key"][0], row["key"][1], row["key"][2]): row["result"] for row in rows}
 
 
 def write(markdown: str, out: Path) -> None:
@@ -118,10 +138,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="seed 0, class-IL split-digits only")
+    parser.add_argument("--cached-only", action="store_true", help="format the cached runs; run nothing")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "sleep_vision_results.md")
+    parser.add_argument("--cache", type=Path, default=Path("runs/sleep_vision_table.jsonl"), help="finished runs; delete to recompute")
     args = parser.parse_args()
+    args.cache.parent.mkdir(parents=True, exist_ok=True)
     seeds, streams = (args.seeds, STREAMS) if not args.quick else ([0], {k: v for k, v in STREAMS.items() if "split" in k})
-    markdown = tables(seeds, args.workers, streams)
+    markdown = tables(seeds, args.workers, streams, args.cache, run_missing=not args.cached_only)
     print(markdown)
     write(markdown, args.out)
 
