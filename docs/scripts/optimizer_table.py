@@ -57,7 +57,11 @@ MLP 64-256-256-10, 5 epochs per experience, SGD with momentum 0.9, replay
 with its default reservoir (200). ACC / BWT as defined
 in DESIGN.md; s = wall seconds of the run on a shared 2-core CPU (one thread).
 Expressive optimizers (learners/optimizers.py) update weight matrices with
-their own rule and biases with Adam.
+their own rule and biases with Adam. Reading note: a positive replay BWT
+(the lr 1e-3 rows) means the new classes were hardly learned when first seen
+(R[j, j] near 0, e.g. Muon) and were picked up later from the buffer: at
+1e-3 the orthogonalised steps are too small for 5 epochs, which the 1e-2
+rows confirm.
 
 {table}
 
