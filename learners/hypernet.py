@@ -123,6 +123,8 @@ class HypernetStage:
 
 def layer_shapes(sizes: list[int]) -> list[tuple[int, ...]]:
     """Weight and bias shapes of an MLP with layer widths `sizes` (input first, output last)."""
+    if any(size < 1 for size in sizes):
+        raise ValueError(f"learner.hidden sizes must be >= 1, got {sizes[1:-1]}")
     shapes: list[tuple[int, ...]] = []
     for fan_in, fan_out in zip(sizes, sizes[1:]):
         shapes += [(fan_out, fan_in), (fan_out,)]

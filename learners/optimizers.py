@@ -200,7 +200,7 @@ class DeltaMomentum(MatrixOptimizer):
     ĝ = g / ‖g‖ makes the forgetting term a projection (so any β in [0, 1]
     is stable): before writing the new gradient the memory erases what it
     stored along the gradient's row space. P is Adam's diagonal preconditioner
-    1/sqrt(V̂); with β = 0 this is Adam without first-moment bias correction.
+    1/sqrt(V̂); with β = 0 this is plain momentum on Adam-preconditioned gradients.
     """
 
     def __init__(

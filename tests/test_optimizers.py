@@ -103,7 +103,7 @@ def test_vectors_take_the_adam_step():
         assert torch.allclose(ours, reference, atol=1e-6)
 
 
-def test_delta_momentum_with_beta_zero_is_uncorrected_adam_momentum():
+def test_delta_momentum_with_beta_zero_is_preconditioned_momentum():
     """β = 0 removes the delta (erase) term: m ← α m + (1 − α) g / sqrt(V̂) (eq. 48 with plain decay)."""
     weight = torch.nn.Parameter(torch.zeros(2, 2))
     optimizer = DeltaMomentum([weight], lr=1.0, alpha=0.5, beta=0.0, beta2=0.0, eps=0.0)
