@@ -59,7 +59,7 @@ def _measure_all(lengths: tuple[int, ...]) -> tuple[list[tuple], float, float]:
         for length in lengths:
             inputs = make_inputs(name, length)
             chunk_size = CHUNK_SIZES[name]
-            chunk_time, chunk_memory = measure(lambda: OPS[name](*inputs, chunk_size=chunk_size), repeats=3)
+            chunk_time, chunk_memory = measure(lambda: OPS[name](*inputs, chunk_size=chunk_size), repeats=5)
             if length <= RECURRENT_MAX_LENGTH:
                 recurrent_time, recurrent_memory = measure(lambda: OPS[name](*inputs), repeats=2)
                 recurrent_seconds_per_token = recurrent_time / length

@@ -57,7 +57,15 @@ def gated_delta_rule(
     return _run(q, k, v, beta, log_decay, state, chunk_size)
 
 
-def _run(q, k, v, beta, log_decay, state, chunk_size):
+def _run(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    log_decay: torch.Tensor | None,
+    state: torch.Tensor,
+    chunk_size: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     if chunk_size is None:
         return _recurrent(q, k, v, beta, log_decay, state)
     return _chunkwise(q, k, v, beta, log_decay, state, chunk_size)
