@@ -99,7 +99,10 @@ class ClassifierLearner(Learner):
         return {"loss": total / max(steps, 1), "train_examples": float(len(y))}
 
     def generator(self, experience_index: int, salt: int = 0) -> torch.Generator:
-        """A generator fixed by (seed, experience, salt), so a resumed run draws the same numbers."""
+        """A generator fixed by (seed, experience, salt), so a resumed run draws the same numbers.
+
+        Salt 0 is the wake loop's shuffling; a hook drawing its own numbers uses its own salt.
+        """
         return torch.Generator().manual_seed(self.seed * 1_000_003 + experience_index * 101 + salt)
 
     # -- scenario handling --------------------------------------------------------------

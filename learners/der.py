@@ -1,4 +1,4 @@
-"""DER++ (Buzzega et al. 2020, "Dark Experience for General Continual Learning", eq. 6).
+"""DER++ (Buzzega et al. 2020, "Dark Experience for General Continual Learning"), its training objective.
 
 The reservoir also stores the network's logits z for each example, and each
 step adds two terms on two independent buffer batches:

@@ -1,4 +1,4 @@
-"""Online EWC (Schwarz et al. 2018, "Progress & Compress", sec. 2.2; Kirkpatrick et al. 2017, eq. 3).
+"""Online EWC (Schwarz et al. 2018, "Progress & Compress"), the penalty of Kirkpatrick et al. 2017 (eq. 3).
 
 After experience i the diagonal Fisher F_i of the model on that experience's
 inputs is folded into a running estimate, and the parameters become the anchor:

@@ -1,4 +1,4 @@
-"""Learning without Forgetting (Li & Hoiem 2017, eq. 2 and sec. 3).
+"""Learning without Forgetting (Li & Hoiem 2017): knowledge distillation of the old model on the new data.
 
 At the start of each wake the current model is frozen as the teacher. Every
 step adds alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) on the
