@@ -4,8 +4,9 @@
 * replay: finetune plus a reservoir-sampled buffer of past *documents* (raw text,
   `buffer_size` of them; this is stored past data and counts toward memory), mixed
   into every wake.
-* in-context: finetune, but each probe is asked with its passage in the prompt:
-  the ceiling for knowledge that only has to be read, not stored.
+* in-context: each probe is asked with its passage in the prompt, and wake trains
+  the QA lines in that same reading format (passage + question + answer): the
+  ceiling for knowledge that only has to be read, not stored.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ class ReplayLM(TextLearner):
 
 @register_learner("in-context", modality="text")
 class InContextLM(TextLearner):
-    """Fine-tuning, evaluated with each probe's passage in the prompt (the reading ceiling)."""
+    """Fine-tuning in the reading format, evaluated with each probe's passage in the prompt (the ceiling)."""
+
+    def training_texts(self, experience: Any) -> list[str]:
+        return [f"{row['context']} {row['text']}" if row["prompt"] and row["context"] else row["text"] for row in experience.train]
 
     def probe_prompt(self, row: dict[str, str]) -> str:
         return f"{row['context']} {row['prompt']}" if row.get("context") else row["prompt"]

@@ -110,7 +110,10 @@ def test_finetune_memorises_the_qa_lines_it_reads():
     assert trained["perplexity"] < 1.2 < 200 < base["perplexity"]
 
 
-def test_in_context_puts_the_passage_in_the_prompt():
-    _, curriculum, learner = setup("learner=in-context", stages=[])
+def test_in_context_reads_the_passage_in_training_and_at_test_time():
+    _, curriculum, learner = setup("learner=in-context", "curriculum.probe_overlap=1.0", stages=[])
     row = curriculum[0].test[0]
     assert learner.probe_prompt(row) == f"{row['context']} {row['prompt']}"
+    texts = learner.training_texts(curriculum[0])
+    assert f"{row['context']} {row['text']}" in texts  # QA lines are trained in the reading format
+    assert set(curriculum[0].train.filter(lambda r: not r["prompt"])["text"]) <= set(texts)  # passages as they are

@@ -53,18 +53,22 @@ DREAM_ROWS: dict[str, tuple[str, list[str]]] = {
 
 def run_one(job: tuple[str, str, list[str], int, str]) -> tuple[np.ndarray, np.ndarray, float]:
     """(baseline row b, accuracy matrix R, wall seconds) of one run."""
-    from somna.platform.config import load_config
+    from somna.platform.config import load_config, to_yaml
     from somna.platform.runner import run
 
     preset, learner, overrides, seed, run_dir = job
     cfg = load_config(preset, [f"learner={learner}", "executor=inline", f"seed={seed}", *overrides])
-    start = time.perf_counter()
-    run(cfg, Path(run_dir))
-    with open(Path(run_dir) / "accuracy_matrix.csv") as handle:
+    directory = Path(run_dir)
+    finished = (directory / "summary.json").exists() and (directory / "config.yaml").read_text() == to_yaml(cfg)
+    if not finished:  # a finished run with the same config is read back, not redone
+        start = time.perf_counter()
+        run(cfg, directory)
+        (directory / "run_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    with open(directory / "accuracy_matrix.csv") as handle:
         rows = list(csv.reader(handle))[1:]
     b = np.array([float(v) for v in rows[0][1:]])
     R = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
-    return b, R, time.perf_counter() - start
+    return b, R, float((directory / "run_seconds.txt").read_text())
 
 
 def fmt(values: list[float]) -> str:
@@ -130,21 +134,33 @@ def main() -> None:
         for label, (learner, overrides) in rows.items():
             for seed in args.seeds:
                 jobs[(table, label, seed)] = (preset, learner, overrides, seed, f"{args.runs}/{table}/{label.replace(' ', '_')}/seed{seed}")
-    start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         outcomes = dict(zip(jobs, pool.map(run_one, jobs.values())))
     seeds = ", ".join(str(s) for s in args.seeds)
+    total = sum(seconds for _, _, seconds in outcomes.values())
     sections = [
         f"Seeds {seeds}; mean ± 95% CI (Student t). Presets as shipped; produced by "
-        f"`docs/scripts/lm_table.py --tables {' '.join(args.tables)}` in {time.perf_counter() - start:.0f} s on CPU."
+        f"`docs/scripts/lm_table.py --tables {' '.join(args.tables)}` ({len(jobs)} runs, {total / 60:.0f} CPU-minutes on a shared 2-core machine)."
     ]
     for table in args.tables:
         _, rows, formatter = groups[table]
         sections.append(formatter({label: [outcomes[(table, label, s)] for s in args.seeds] for label in rows}))
     report = "\n\n".join(sections)
     print(report)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report + "\n")
+    write_between_markers(Path(args.out), report)
+
+
+def write_between_markers(path: Path, report: str) -> None:
+    """Replace the text between the lm_table markers (hand-written notes around them survive a rerun)."""
+    begin, end = "<!-- lm_table:begin -->", "<!-- lm_table:end -->"
+    block = f"{begin}\n{report}\n{end}"
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 if __name__ == "__main__":
