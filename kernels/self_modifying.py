@@ -60,7 +60,7 @@ class SelfModifyingMemory(nn.Module):
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or dim % num_heads:
             raise ValueError(f"num_heads must be a positive int dividing dim={dim}, got {num_heads!r}")
         self.dim, self.num_heads, self.head_dim, self.max_lr = dim, num_heads, dim // num_heads, max_lr
-        self.rule = MemoryRule(chunk_size=chunk_size, detach_inner=detach_inner)
+        self.rule = MemoryRule(chunk_size=chunk_size, detach_inner=detach_inner, max_grad_norm=1.0)
         self.q_proj = nn.Linear(dim, dim, bias=False)
         self.out_proj = nn.Linear(dim, dim, bias=False)
         d, hidden = self.head_dim, expansion * self.head_dim

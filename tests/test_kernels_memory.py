@@ -57,7 +57,7 @@ def randn(*shape, generator):
 def test_module_linear_titans_equals_delta_rule():
     """Depth 1, no momentum, no forgetting, constant θ, chunk 1: Titans is the delta rule with β = θ."""
     torch.manual_seed(0)
-    layer = NeuralMemory(24, 3, depth=1, chunk_size=1, momentum=False, forget=False, lr=0.6).double()
+    layer = NeuralMemory(24, 3, depth=1, chunk_size=1, momentum=False, forget=False, lr=0.6, max_grad_norm=None).double()
     x = torch.randn(2, 11, 24, dtype=F64)
     y, _ = layer(x)
     q = F.normalize(layer.split_heads(layer.q_proj(x)), dim=-1)
@@ -231,7 +231,7 @@ def test_inner_loop_memorises_repeated_pairs(chunk):
 MEMORY_KERNELS = {
     "titans": {},
     "moneta": {},
-    "yaad": {},
+    "yaad": {"delta": 0.1},  # small radius: both Huber branches run, so δ gets a gradient
     "memora": {},
     "atlas": {},
     "atlas-muon-poly": {"muon": True, "degree": 2},
@@ -268,6 +268,24 @@ def test_memory_updates_when_sequence_is_shorter_than_a_chunk():
     later, _ = layer(x, state)
     fresh, _ = layer(x)
     assert (later - fresh).abs().max() > 1e-6
+
+
+def test_max_grad_norm_clips_each_tokens_inner_gradient():
+    g = torch.Generator().manual_seed(10)
+    T, d = 5, 4
+    k = F.normalize(randn(1, 1, T, d, generator=g), dim=-1)
+    v = 100 * randn(1, 1, T, d, generator=g)  # huge errors: every gradient gets clipped
+    start = randn(1, 1, d, d, generator=g)
+    empty = k.new_zeros(1, 1, 0, d)
+    state = MemoryState((start,), None, empty, empty, empty[..., 0])
+    gates = Gates(torch.ones(1, 1, T, dtype=F64))
+    _, clipped = memory_scan(k[:, :, :1], k[:, :, :1], v[:, :, :1], Gates(gates.lr[:, :, :1]), state, MemoryRule(chunk_size=1, max_grad_norm=0.5))
+    step = clipped.weights[0] - start
+    unclipped = k[0, 0, 0][:, None] * (k[0, 0, 0] @ start[0, 0] - v[0, 0, 0])[None, :]
+    torch.testing.assert_close(step.norm(), torch.tensor(0.5, dtype=F64))  # norm capped ...
+    torch.testing.assert_close(step[0, 0] / step.norm(), -unclipped / unclipped.norm())  # ... direction kept
+    _, long_run = memory_scan(k, k, v, gates, state, MemoryRule(chunk_size=5, max_grad_norm=0.5))
+    assert (long_run.weights[0] - start).norm() <= T * 0.5 + 1e-9  # at most θ·max_grad_norm per token
 
 
 def test_detach_inner_keeps_values_but_cuts_the_inner_gradient_path():
