@@ -8,6 +8,7 @@ what lets every room depend on it without creating import cycles.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
 import warnings
@@ -45,7 +46,24 @@ class Registry:
         self._entries: dict[str, Any] = {}
         self._descriptions: dict[str, str] = {}
         self._plugins_loaded = False
+        self._deferred: dict[str, list[str]] = {}  # name -> modules that register it when imported
         self.plugin_errors: dict[str, str] = {}
+
+    def defer(self, module: str, *names: str) -> None:
+        """Promise that importing `module` registers `names`; it is imported on first lookup.
+
+        For built-ins with heavy dependencies (the text learners import
+        transformers, TRL and PEFT): a digits run, and each of its Ray workers,
+        then never pays seconds of imports it does not use.
+        """
+        for name in names:
+            self._deferred.setdefault(name, []).append(module)
+
+    def _import_deferred(self, name: str | None = None) -> None:
+        names = list(self._deferred) if name is None else [name]
+        for key in names:
+            for module in self._deferred.pop(key, []):
+                importlib.import_module(module)
 
     def register(self, name: str, *, description: str | None = None) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -63,6 +81,8 @@ class Registry:
 
     def get(self, name: str) -> Any:
         self._load_plugins()
+        if name not in self._entries:
+            self._import_deferred(name)
         try:
             return self._entries[name]
         except KeyError:
@@ -70,14 +90,15 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         self._load_plugins()
-        return name in self._entries
+        return name in self._entries or name in self._deferred
 
     def names(self) -> list[str]:
         self._load_plugins()
-        return sorted(self._entries)
+        return sorted({*self._entries, *self._deferred})
 
     def describe(self) -> dict[str, str]:
-        """Name -> one-line description, sorted by name."""
+        """Name -> one-line description, sorted by name (imports everything deferred)."""
+        self._import_deferred()
         return {name: self._descriptions[name] for name in self.names()}
 
     def _load_plugins(self) -> None:
@@ -153,9 +174,13 @@ class LearnerRegistry(Registry):
 
     def resolve(self, name: str, modality: str) -> Any:
         """The class implementing learner `name` for curricula of `modality`."""
-        return self.get(name).for_modality(name, modality)
+        variants = self.get(name)
+        if modality not in variants:
+            self._import_deferred(name)
+        return variants.for_modality(name, modality)
 
     def modalities(self, name: str) -> list[str]:
+        self._import_deferred(name)
         return sorted(self.get(name))
 
 

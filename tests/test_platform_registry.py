@@ -60,3 +60,27 @@ def test_entry_point_plugins_load_and_a_broken_one_is_named(tmp_path, monkeypatc
     assert registry.get("good").__name__ == "Good"
     assert "boom at import" in registry.plugin_errors["bad"]
     sys.modules.pop("good_plugin", None)
+
+
+def test_deferred_modules_are_imported_only_when_their_name_is_needed(tmp_path, monkeypatch):
+    registry = LearnerRegistry("learner", "somna.test-deferred")
+    (tmp_path / "heavy_text_learner.py").write_text(
+        "import builtins\nbuiltins._somna_heavy_imported = True\n"
+        "from somna.platform.registry import Registry\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    @registry.register("echo")
+    class VectorEcho: ...
+
+    registry.defer("heavy_text_learner", "echo")
+    import builtins
+
+    assert registry.resolve("echo", "vector") is VectorEcho
+    assert not hasattr(builtins, "_somna_heavy_imported")
+    assert "echo" in registry.names()
+    with pytest.raises(UnknownNameError, match="it supports: vector"):
+        registry.resolve("echo", "text")  # imported now, but it registered nothing for text
+    assert builtins._somna_heavy_imported
+    del builtins._somna_heavy_imported
+    sys.modules.pop("heavy_text_learner", None)
