@@ -152,3 +152,31 @@ def test_split_digits_task_il_targets_through_the_platform(tmp_path):
         results[learner] = run(cfg, tmp_path / learner)
     assert results["hnet"]["bwt"] >= -0.02
     assert results["hnet"]["acc"] >= results["joint"]["acc"] - 0.03
+
+
+def test_lm_path_generates_lora_adapters_and_restores_exactly():
+    """Text `hnet`: PEFT LoRA matrices come from the hypernetwork; the base LM is frozen after the first wake."""
+    from somna.learners.hypernet_lm import HnetLM, HnetLMConfig
+    from somna.platform.config import load_config
+    from somna.platform.runner import build_curriculum
+
+    curriculum = build_curriculum(load_config("fact-stream-micro"))
+    config = HnetLMConfig(epochs=1, batch_size=4, eval_max_new_tokens=4)
+    config.model.dim, config.model.num_heads, config.model.cms_periods = 32, 2, [1, 2]
+    config.sleep.options = {"hypernet": {"epochs": 2, "batch_size": 4, "beta": 1.0}}
+    learner = HnetLM(OmegaConf.structured(config), curriculum.info, seed=0)
+    parameters = {id(p) for p in learner.model.parameters()}
+    assert learner.lora_modules and all(id(m.weight) not in parameters for m in learner.lora_modules)
+    drifts = []
+    for experience in curriculum:
+        learner.wake(experience)
+        base = {name: p.clone() for name, p in learner.model.named_parameters()}
+        drifts.append(learner.sleep(SleepContext(experience=experience, num_experiences=2, seed=0))["hypernet/old_weight_drift"])
+        assert all(torch.equal(base[name], p) for name, p in learner.model.named_parameters())
+    assert drifts[0] == 0.0 and drifts[1] > 0.0  # only the second sleep has an earlier task to hold
+    assert not any(p.requires_grad for p in learner.model.parameters())
+    restored = HnetLM(OmegaConf.structured(config), curriculum.info, seed=0)
+    restored.load_state_dict(learner.state_dict())
+    prompts = [row["prompt"] for row in curriculum[1].test][:3]
+    assert torch.equal(restored.prompt_entropy(prompts), learner.prompt_entropy(prompts))
+    assert restored.generate(prompts, 4) == learner.generate(prompts, 4)
