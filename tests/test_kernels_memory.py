@@ -231,7 +231,7 @@ def test_inner_loop_memorises_repeated_pairs(chunk):
 MEMORY_KERNELS = {
     "titans": {},
     "moneta": {},
-    "yaad": {"delta": 0.1},  # small radius: both Huber branches run, so δ gets a gradient
+    "yaad": {"delta": 0.8},  # residuals here straddle 0.8: both Huber branches run, so δ and v get gradients
     "memora": {},
     "atlas": {},
     "atlas-muon-poly": {"muon": True, "degree": 2},
