@@ -16,4 +16,4 @@ LEARNERS.defer(
 from somna.learners import hypernet  # noqa: F401,E402  (registers the hypernet sleep stage and the hnet learner)
 from somna.learners import nested_opt  # noqa: F401,E402  (registers the nested-opt sleep stage)
 from somna.learners import hope  # noqa: F401,E402  (registers the hope learner)
-from somna.learners import hypernet_lm  # noqa: F401,E402  (registers hnet for text streams: LoRA from the hypernetwork)
+LEARNERS.defer("somna.learners.hypernet_lm", "hnet")  # hnet for text streams (PEFT LoRA from the hypernetwork)
