@@ -18,7 +18,8 @@ Complementary learning systems in three parts (PAPERS.md: Language Models Need S
     the start of this sleep; student = the slow network after expansion (no fast
     memory). Distill KL(teacher || student) at temperature T on the day's inputs
     plus dreams of older classes, training only the unlocked expert and the head
-    (all slow weights when no expert was unlocked); then clear the fast memory.
+    (all slow weights when no expert was unlocked) at the stage's own lr; then
+    clear the fast memory.
   - `dreaming`: the conditional VAE (generative.py) first learns the day's data
     while replaying its own dreams of older classes (so it never needs their
     data); then an EXP3 curriculum (curriculum_bandit.py) chooses which classes to
@@ -97,7 +98,9 @@ class DreamingOptions:
 
     def __post_init__(self) -> None:
         if self.reward not in ("disagreement", "progress"):
-            raise ValueError(f"learner.sleep.options.dreaming.reward must be one of: disagreement, progress; got {self.reward!r}")
+            raise ValueError(
+                f"learner.sleep.options.dreaming.reward must be one of: disagreement, progress; got {self.reward!r}"
+            )
 
 
 STAGE_OPTIONS = {"expansion": ExpansionOptions, "knowledge-seeding": SeedingOptions, "dreaming": DreamingOptions}
@@ -108,7 +111,9 @@ def stage_options(cls: type, stage: str, options: dict[str, Any]) -> Any:
     valid = [f.name for f in fields(cls)]
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"learner.sleep.options.{stage}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+        raise ValueError(
+            f"learner.sleep.options.{stage}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+        )
     return cls(**options)
 
 
@@ -118,7 +123,8 @@ class FastSlowNetwork(nn.Module):
     def __init__(self, mlp: MLP, experts: MaskedLowRankExperts, num_classes: int, fast_scale: float):
         super().__init__()
         self.mlp, self.experts, self.fast_scale = mlp, experts, fast_scale
-        self.register_buffer("memory", torch.zeros(1, 1, mlp.body[0].out_features, num_classes))  # S: (B, H, d_k, d_v)
+        key_dim = mlp.body[0].out_features
+        self.register_buffer("memory", torch.zeros(1, 1, key_dim, num_classes))  # S: (B, H, d_k, d_v)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.experts(self.mlp.features(x))
@@ -141,7 +147,9 @@ class FastSlowNetwork(nn.Module):
         """One delta-rule pass over the rows of x in order."""
         keys = self.keys(x)[None, None]
         strengths = torch.full(keys.shape[:3], beta)
-        _, state = delta_rule(keys, keys, values[None, None], strengths, initial_state=self.memory, chunk_size=WAKE_CHUNK)
+        _, state = delta_rule(
+            keys, keys, values[None, None], strengths, initial_state=self.memory, chunk_size=WAKE_CHUNK
+        )
         self.memory.copy_(state)
 
     def clear_memory(self) -> None:
@@ -260,10 +268,11 @@ class SleepVisionLearner(ClassifierLearner):
                 total, steps = total + loss.item(), steps + 1
         self.network.eval()
         self.network.clear_memory()
-        return {"distill_kl": total / max(steps, 1), "steps": float(steps), "trained_parameters": float(sum(p.numel() for p in params))}
+        trained = float(sum(p.numel() for p in params))
+        return {"distill_kl": total / max(steps, 1), "steps": float(steps), "trained_parameters": trained}
 
     def dream(self, context: SleepContext, **options: Any) -> Metrics:
-        """Teach the VAE the day (with self-replay), then rehearse the slow network on an EXP3-chosen dream curriculum."""
+        """Teach the VAE the day (with self-replay), then rehearse the slow network on an EXP3-chosen curriculum."""
         opts = stage_options(DreamingOptions, "dreaming", options)
         teacher, x_day, y_day = self._require_sleep("dream")
         generator = self.generator(context.index, DREAM_SALT)
@@ -277,12 +286,13 @@ class SleepVisionLearner(ClassifierLearner):
             arms, policy = curriculum.draw(self.dreamable, opts.batch_size, generator)
             x_dream = self.vae.sample(arms, generator)
             student = self.network(x_dream, use_fast_memory=False)
-            disagreement = distillation_kl(teacher(x_dream), student, opts.temperature)
+            disagreement = distillation_kl(teacher(x_dream), student, opts.temperature)  # also the EXP3 reward
             per_dream = F.cross_entropy(student, arms, reduction="none") + opts.distill_weight * disagreement
             loss = per_dream.mean()
             if opts.real_weight > 0:
                 real = torch.randint(len(y_day), (real_size,), generator=generator)
-                loss = loss + opts.real_weight * F.cross_entropy(self.network(x_day[real], use_fast_memory=False), y_day[real])
+                real_logits = self.network(x_day[real], use_fast_memory=False)
+                loss = loss + opts.real_weight * F.cross_entropy(real_logits, y_day[real])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -298,17 +308,28 @@ class SleepVisionLearner(ClassifierLearner):
             "dreamable_classes": float(self.dreamable.sum()),
         }
 
-    def _rewards(self, opts: DreamingOptions, disagreement: torch.Tensor, before: torch.Tensor, x_dream: torch.Tensor, arms: torch.Tensor, teacher: FastSlowNetwork) -> torch.Tensor:
+    def _rewards(
+        self,
+        opts: DreamingOptions,
+        disagreement: torch.Tensor,
+        before: torch.Tensor,
+        x_dream: torch.Tensor,
+        arms: torch.Tensor,
+        teacher: FastSlowNetwork,
+    ) -> torch.Tensor:
         """Per-dream reward in [0, 1]: 1 - exp(-KL) (disagreement) or the relative loss drop of the step (progress)."""
         if opts.reward == "disagreement":
             return 1.0 - torch.exp(-disagreement)
         with torch.no_grad():
             student = self.network(x_dream, use_fast_memory=False)
-            after = F.cross_entropy(student, arms, reduction="none") + opts.distill_weight * distillation_kl(teacher(x_dream), student, opts.temperature)
+            kl = distillation_kl(teacher(x_dream), student, opts.temperature)
+            after = F.cross_entropy(student, arms, reduction="none") + opts.distill_weight * kl
         return ((before - after) / before.clamp_min(1e-8)).clamp(0.0, 1.0)
 
-    def _learn_generator(self, x_day: torch.Tensor, y_day: torch.Tensor, opts: DreamingOptions, generator: torch.Generator) -> float:
-        """Train the VAE on the day's data plus its own dreams of the classes it already knew (generative self-replay)."""
+    def _learn_generator(
+        self, x_day: torch.Tensor, y_day: torch.Tensor, opts: DreamingOptions, generator: torch.Generator
+    ) -> float:
+        """Train the VAE on the day's data plus its own dreams of the classes it already knew (self-replay)."""
         old_classes = self.dreamable.clone()
         previous = copy.deepcopy(self.vae).eval() if bool(old_classes.any()) else None
         optimizer = build_optimizer(self.config.optimizer, self.vae.parameters(), self.config.lr)
@@ -330,7 +351,9 @@ class SleepVisionLearner(ClassifierLearner):
         self.dreamable[y_day.unique()] = True
         return total / max(opts.generator_steps, 1)
 
-    def dreams(self, classes: torch.Tensor, count: int, generator: torch.Generator, vae: ConditionalVAE | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def dreams(
+        self, classes: torch.Tensor, count: int, generator: torch.Generator, vae: ConditionalVAE | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`count` dreams with labels drawn uniformly from the classes where the bool mask `classes` is set."""
         candidates = torch.nonzero(classes).flatten()
         labels = candidates[torch.randint(len(candidates), (count,), generator=generator)]
@@ -349,7 +372,8 @@ class SleepVisionLearner(ClassifierLearner):
         return state | {"dream_weights": self.dream_weights.clone(), "dreamable": self.dreamable.clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.network.load_state_dict({k.removeprefix("network."): v for k, v in state.items() if k.startswith("network.")})
+        network = {k.removeprefix("network."): v for k, v in state.items() if k.startswith("network.")}
+        self.network.load_state_dict(network)
         self.vae.load_state_dict({k.removeprefix("vae."): v for k, v in state.items() if k.startswith("vae.")})
         self.dream_weights.copy_(state["dream_weights"])
         self.dreamable.copy_(state["dreamable"])
