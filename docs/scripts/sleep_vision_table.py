@@ -102,7 +102,7 @@ def tables(seeds: list[int], workers: int, streams: dict[str, tuple[str, str, li
         lines = [
             f"### {stream} (mean ± 95% t-CI over the seeds listed)",
             "",
-            "| method | stored past data | seeds | ACC | BWT | forgetting | s/run |",
+            "| method | stored past data | seeds | ACC | BWT | forgetting | wall s/run |",
             "|---|---|---|---:|---:|---:|---:|",
         ]
         for label, (_, _, stored) in methods.items():
