@@ -124,6 +124,7 @@ class DreamingMixin:
     ) -> Metrics:
         if min(dreams_per_passage, max_passages, rounds) < 1 or min(top_k, random_keep) < 0:
             raise ValueError("learner.sleep.options.dreaming: dreams_per_passage, max_passages, rounds must be >= 1; top_k, random_keep >= 0")
+        self.apply_pending_updates()  # wake's pending slow-block gradient lands first: gradient scoring reuses .grad
         generator = self.generator(context.index, salt=11)
         passages, probes = dream_context(context.experience, max_passages)
         records: list[DreamRecord] = []

@@ -61,6 +61,13 @@ def sample(
     return [tokenizer.decode(row, skip_special_tokens=True) for row in out[:, batch["input_ids"].size(1) :]]
 
 
+def unpatch(model: PreTrainedModel) -> None:
+    """Drop the instance-level `forward` GRPO installs (its fused LM head closes over *this* object's
+    original forward, so a deepcopy — the next sleep's teacher, a LoRA copy — would silently run the
+    original's weights)."""
+    model.__dict__.pop("forward", None)
+
+
 def _last_logged(history: list[dict[str, float]], key: str) -> float:
     values = [entry[key] for entry in history if key in entry]
     return float(sum(values) / len(values)) if values else float("nan")
@@ -163,6 +170,9 @@ def imitate(
             processing_class=tokenizer,
         )
         trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        try:
+            trainer.train()
+        finally:
+            unpatch(student)
     mean = {key: sum(values) / len(values) if values else float("nan") for key, values in seen.items()}
     return {"imitation_reward": mean["reward"], "r_sem": mean["r_sem"], "r_abs": mean["r_abs"]}

@@ -66,6 +66,10 @@ def test_expansion_then_seeding_change_only_what_they_should():
     assert moved and moved <= new_expert  # every frozen tensor bit-identical
     assert metrics["gkd_loss"] >= 0 and {"imitation_reward", "r_sem", "r_abs"} <= set(metrics)
     assert all(p.requires_grad for p in learner.model.parameters())  # freezing is undone
+    clone = copy.deepcopy(learner.model)  # the next sleep's teacher must be a real copy (GRPO patches forward)
+    with torch.no_grad():
+        clone.lm_head.weight.add_(1.0)
+    assert not torch.equal(clone(**probe).logits, learner.model(**probe).logits)
 
 
 def test_seeding_without_expansion_trains_the_receiving_block_only():

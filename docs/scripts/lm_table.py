@@ -23,6 +23,7 @@ import csv
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,14 +54,13 @@ DREAM_ROWS: dict[str, tuple[str, list[str]]] = {
 
 def run_one(job: tuple[str, str, list[str], int, str]) -> tuple[np.ndarray, np.ndarray, float]:
     """(baseline row b, accuracy matrix R, wall seconds) of one run."""
-    from somna.platform.config import load_config, to_yaml
+    from somna.platform.config import load_config
     from somna.platform.runner import run
 
     preset, learner, overrides, seed, run_dir = job
     cfg = load_config(preset, [f"learner={learner}", "executor=inline", f"seed={seed}", *overrides])
     directory = Path(run_dir)
-    finished = (directory / "summary.json").exists() and (directory / "config.yaml").read_text() == to_yaml(cfg)
-    if not finished:  # a finished run with the same config is read back, not redone
+    if not same_run_finished(directory, cfg):  # a finished run of the same experiment is read back, not redone
         start = time.perf_counter()
         run(cfg, directory)
         (directory / "run_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
@@ -69,6 +69,16 @@ def run_one(job: tuple[str, str, list[str], int, str]) -> tuple[np.ndarray, np.n
     b = np.array([float(v) for v in rows[0][1:]])
     R = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
     return b, R, float((directory / "run_seconds.txt").read_text())
+
+
+def same_run_finished(directory: Path, cfg: Any) -> bool:
+    """True when `directory` holds a finished run with the same seed, scenario, curriculum and learner config."""
+    from omegaconf import OmegaConf
+
+    if not (directory / "summary.json").exists():
+        return False
+    saved = OmegaConf.load(directory / "config.yaml")
+    return all(OmegaConf.select(saved, key) == OmegaConf.select(cfg, key) for key in ("seed", "scenario", "curriculum", "learner"))
 
 
 def fmt(values: list[float]) -> str:
@@ -147,18 +157,18 @@ def main() -> None:
         sections.append(formatter({label: [outcomes[(table, label, s)] for s in args.seeds] for label in rows}))
     report = "\n\n".join(sections)
     print(report)
-    write_between_markers(Path(args.out), report)
+    write_between_markers(Path(args.out), report, "+".join(args.tables))
 
 
-def write_between_markers(path: Path, report: str) -> None:
-    """Replace the text between the lm_table markers (hand-written notes around them survive a rerun)."""
-    begin, end = "<!-- lm_table:begin -->", "<!-- lm_table:end -->"
+def write_between_markers(path: Path, report: str, name: str) -> None:
+    """Replace the text between this table set's markers (notes and other table sets survive a rerun)."""
+    begin, end = f"<!-- lm_table:{name}:begin -->", f"<!-- lm_table:{name}:end -->"
     block = f"{begin}\n{report}\n{end}"
     text = path.read_text() if path.exists() else ""
     if begin in text and end in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
-        text = block + "\n"
+        text = text + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
