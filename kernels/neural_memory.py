@@ -198,8 +198,8 @@ def _scan_chunk(q: Tensor, k: Tensor, v: Tensor, gates: Gates, state: MemoryStat
     if rule.detach_inner:
         inputs, deltas = [a.detach() for a in inputs], [d.detach() for d in deltas]
     if rule.max_grad_norm is not None:  # ‖a_jᵀ δ_j‖ = ‖a_j‖·‖δ_j‖ for a rank-one gradient
-        norm = sum(a.pow(2).sum(-1) * d.pow(2).sum(-1) for a, d in zip(inputs, deltas)).sqrt()
-        scale = (rule.max_grad_norm / norm.clamp_min(1e-12)).clamp(max=1.0)
+        squared = sum(a.pow(2).sum(-1) * d.pow(2).sum(-1) for a, d in zip(inputs, deltas))
+        scale = (rule.max_grad_norm / squared.clamp_min(1e-24).sqrt()).clamp(max=1.0)  # clamp first: √ at 0 has no grad
         deltas = [d * scale[..., None] for d in deltas]
 
     # Omega window: G_t = (1/c) Σ_j omega[t, j] g_j over the last c = `rule.window` tokens (token t sits at

@@ -288,6 +288,17 @@ def test_max_grad_norm_clips_each_tokens_inner_gradient():
     assert (long_run.weights[0] - start).norm() <= T * 0.5 + 1e-9  # at most θ·max_grad_norm per token
 
 
+def test_zero_key_token_keeps_outer_gradients_finite():
+    """A zero input (e.g. a padded previous-token half) gives a zero inner gradient; clipping must not turn it into NaN."""
+    torch.manual_seed(11)
+    layer = NeuralMemory(16, 2, chunk_size=4)
+    x = torch.randn(2, 7, 16)
+    x[:, 0] = 0
+    y, _ = layer(x)
+    y.pow(2).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)
+
+
 def test_detach_inner_keeps_values_but_cuts_the_inner_gradient_path():
     torch.manual_seed(5)
     x = torch.randn(1, 9, 16, dtype=F64)
