@@ -49,6 +49,7 @@ def test_registered():
 
 
 def test_chunked_hypernetwork_emits_every_weight_from_few_chunks():
+    torch.manual_seed(0)
     hypernet = ChunkedHypernetwork(num_weights=1000, embedding_dim=4, chunk_size=300, chunk_dim=3, hidden=[8])
     weights = hypernet(torch.randn(4))
     assert weights.shape == (1000,) and len(hypernet.chunk_embeddings) == 4
@@ -56,7 +57,7 @@ def test_chunked_hypernetwork_emits_every_weight_from_few_chunks():
     with torch.no_grad():
         hypernet.chunk_embeddings[1] = hypernet.chunk_embeddings[0]
     weights = hypernet(torch.randn(4))
-    assert torch.allclose(weights[:300], weights[300:600])
+    assert torch.allclose(weights[:300], weights[300:600], atol=1e-6)  # equal up to batched-matmul rounding
     assert hypernet(torch.randn(2, 3, 4)).shape == (2, 3, 1000)  # a batch of embeddings
 
 
