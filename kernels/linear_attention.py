@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from somna.kernels.chunking import check_inputs, from_chunks, to_chunks
+from somna.kernels.chunking import check_inputs, from_chunks, in_segments, to_chunks
 
 
 def linear_attention(
@@ -25,7 +25,7 @@ def linear_attention(
     state = check_inputs(q, k, v, initial_state=initial_state, chunk_size=chunk_size)
     if chunk_size is None:
         return _recurrent(q, k, v, state)
-    return _chunkwise(q, k, v, state, chunk_size)
+    return in_segments(_chunkwise, (q, k, v), state, chunk_size)
 
 
 def _recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -89,6 +89,17 @@ def test_chunkwise_equals_recurrent_float64(op, chunk_size):
 
 
 @pytest.mark.parametrize("op", OPS)
+def test_segmented_chunkwise_equals_recurrent(op, monkeypatch):
+    monkeypatch.setattr("somna.kernels.chunking.SEGMENT_TOKENS", 10)  # segments of 2 chunks of 5 (+ a ragged tail)
+    tensors, initial_state = make_inputs(op, length=37)
+    o_ref, s_ref = call(op, tensors, initial_state=initial_state)
+    for chunk_size in (5, 16):  # 16 > 10: one chunk per segment
+        o, s = call(op, tensors, initial_state=initial_state, chunk_size=chunk_size)
+        torch.testing.assert_close(o, o_ref, rtol=0, atol=1e-8)
+        torch.testing.assert_close(s, s_ref, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("op", OPS)
 def test_chunkwise_equals_recurrent_float32(op):
     tensors, initial_state = make_inputs(op, length=200, dtype=torch.float32, d_k=32, d_v=32)
     o_ref, s_ref = call(op, tensors, initial_state=initial_state)
