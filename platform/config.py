@@ -185,8 +185,9 @@ def _resolve_group(
         raise ConfigError(str(error)) from None
     schema_keys = set(OmegaConf.structured(cls.Config).keys())
     if preset_node.get("name", name) != name:
-        # switching learner/curriculum keeps the preset's fields the new one also has
-        preset_node = {k: v for k, v in preset_node.items() if k in schema_keys}
+        # switching learner/curriculum keeps the preset's fields the new one also has, except its
+        # sleep stages: those belong to the learner the preset was written for
+        preset_node = {k: v for k, v in preset_node.items() if k in schema_keys and k != "sleep"}
     node = _merge_strict(cls.Config, [preset_node, user_node, {"name": name}], group)
     return cls, node
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # throw-away local clusters need no token
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Tiny models: one thread is fastest, and on a shared 2-core machine more threads thrash
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

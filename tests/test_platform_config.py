@@ -76,3 +76,8 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     path.write_text(OmegaConf.to_yaml(cfg))
     again = load_config(str(path))
     assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
+
+
+def test_switching_learner_drops_the_presets_sleep_stages():
+    cfg = load_config("split-digits-sleep", ["learner=finetune"])
+    assert list(cfg.learner.sleep.stages) == []
