@@ -16,15 +16,6 @@ from somna.learners.sleep_vision import SleepVisionLearner
 TINY_DREAMS = {"generator_steps": 20, "steps": 10, "batch_size": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny matmuls gain nothing from threads, and on a shared CPU their spin-waits cost 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def stream(num_experiences: int = 5, seed: int = 0) -> SplitDigits:
     return SplitDigits(OmegaConf.structured(SplitDigits.Config(num_experiences=num_experiences)), scenario="class", seed=seed)
 
