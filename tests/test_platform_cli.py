@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from somna.platform.cli import main
+from somna.platform.registry import LEARNERS
+
 SOMNA = [sys.executable, "-m", "somna.platform.cli"]
 FAST = ["learner.hidden=[32]", "learner.epochs=1", "executor=inline", "logging.progress=false"]
 
@@ -30,13 +33,22 @@ def somna(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         (["resume", "no-such-run-dir"], "no config.yaml"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(args, fragment, tmp_path):
-    result = somna(*args, "--out", str(tmp_path / "run")) if args[0] == "run" else somna(*args)
-    assert result.returncode == 2, result.stderr
-    assert fragment in result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+def test_bad_input_exits_2_with_one_line(args, fragment, tmp_path, capsys):
+    code = main([*args, "--out", str(tmp_path / "run")] if args[0] == "run" else args)
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    assert fragment in stderr
+    assert len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_input_in_a_real_process_has_no_traceback(tmp_path):
+    result = somna("run", "split-digits", "learner=nope", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "somna: error: unknown learner 'nope'; choose one of: "
+        + ", ".join(LEARNERS.names())
+    )
 
 
 def test_run_then_refuse_to_clobber_then_resume(tmp_path):
