@@ -40,7 +40,7 @@ class HopeBlock(nn.Module):
         periods: Sequence[int] = (8, 32, 128),
         cms_variant: str = "sequential",
         lr: float = 0.1,
-        max_lr: float = 0.1,
+        max_lr: float = 0.5,
         detach_inner: bool = False,
     ):
         super().__init__()

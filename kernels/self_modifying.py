@@ -53,7 +53,7 @@ class SelfModifyingMemory(nn.Module):
         *,
         chunk_size: int = 16,
         expansion: int = 2,
-        max_lr: float = 0.1,
+        max_lr: float = 0.5,
         detach_inner: bool = False,
     ):
         super().__init__()
