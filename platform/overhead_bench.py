@@ -43,28 +43,39 @@ def _timed_run(overrides: list[str], run_dir: Path) -> tuple[float, dict[str, fl
     return time.perf_counter() - started, _phase_seconds(run_dir), summary
 
 
-def run(quick: bool = False) -> str:
-    overrides = ["learner.epochs=2"] if quick else []
-    with tempfile.TemporaryDirectory() as folder:
-        inline_s, inline_phases, inline_summary = _timed_run(["executor=inline", *overrides], Path(folder) / "inline")
-        ray_s, ray_phases, ray_summary = _timed_run(["executor=ray", *overrides], Path(folder) / "ray")
-    rows = [
-        "| | inline | ray | ray − inline |",
-        "|---|---:|---:|---:|",
-        f"| end to end (s) | {inline_s:.2f} | {ray_s:.2f} | {ray_s - inline_s:+.2f} |",
-    ]
-    for phase in PHASES:
-        a, b = inline_phases.get(phase, 0.0), ray_phases.get(phase, 0.0)
-        rows.append(f"| {phase} (s) | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
-    setup_inline = inline_s - sum(inline_phases.values())
-    setup_ray = ray_s - sum(ray_phases.values())
-    rows.append(f"| setup, checkpoints, teardown (s) | {setup_inline:.2f} | {setup_ray:.2f} | {setup_ray - setup_inline:+.2f} |")
-    same = "identical" if inline_summary == ray_summary else "DIFFERENT"
+WORKLOADS = {
+    "demo (finetune, 5 epochs)": [],
+    "longer (replay, MLP 64-1024-1024-10, 30 epochs)": ["learner=replay", "learner.epochs=30", "learner.hidden=[1024,1024]"],
+}
+
+
+def _row(name: str, overrides: list[str], folder: Path) -> str:
+    inline_s, inline_phases, inline_summary = _timed_run(["executor=inline", *overrides], folder / "inline")
+    ray_s, ray_phases, ray_summary = _timed_run(["executor=ray", *overrides], folder / "ray")
+    experiences = inline_summary["num_experiences"]
+    per_experience = sum(ray_phases.get(p, 0.0) - inline_phases.get(p, 0.0) for p in ("wake", "sleep", "eval"))
+    fixed = (ray_s - inline_s) - per_experience
+    same = "yes" if inline_summary == ray_summary else "NO"
     return (
-        "### Ray executor overhead on split-digits (finetune"
-        + (", 2 epochs" if quick else ", 5 epochs")
-        + ")\n\n"
-        + "\n".join(rows)
-        + f"\n\nratio ray / inline: **{ray_s / inline_s:.2f}×** · metrics of the two runs: {same}"
+        f"| {name} | {inline_s:.1f} | {ray_s:.1f} | **{ray_s / inline_s:.2f}×** | {fixed:.1f} "
+        f"| {per_experience / experiences:+.2f} | {same} |"
     )
 
+
+def run(quick: bool = False) -> str:
+    workloads = {"demo (finetune, 2 epochs)": ["learner.epochs=2"]} if quick else WORKLOADS
+    with tempfile.TemporaryDirectory() as folder:
+        rows = [_row(name, overrides, Path(folder) / str(i)) for i, (name, overrides) in enumerate(workloads.items())]
+    return "\n".join(
+        [
+            "### Ray executor vs inline on split-digits (5 experiences, same process, one after the other)",
+            "",
+            "| workload | inline s | ray s | ray / inline | fixed Ray cost s | overhead per experience s | same metrics |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *rows,
+            "",
+            "Fixed Ray cost = starting the embedded Ray, the learner actor and the evaluation workers (each a "
+            "fresh Python importing torch and somna) and shutting them down; overhead per experience = the "
+            "extra wake + sleep + evaluation time of the Ray run, from both runs' metrics.jsonl timings.",
+        ]
+    )
