@@ -25,15 +25,6 @@ from somna.platform.registry import LEARNERS
 BASELINES = ("finetune", "joint", "replay", "ewc", "lwf", "der")
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny MLPs: extra threads only contend for the shared CPUs (30x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @cache
 def curriculum(scenario: str, seed: int = 0, num_experiences: int = 5):
     cls = PermutedDigits if scenario == "domain" else SplitDigits

@@ -12,15 +12,6 @@ from somna.learners.hope import HopeClassifier, HopeConfig, HopeLearner
 from somna.platform.registry import LEARNERS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny models run much faster on one thread; two threads thrash on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def digits(scenario: str = "task") -> SplitDigits:
     return SplitDigits(OmegaConf.structured(SplitDigits.Config()), scenario=scenario, seed=0)
 

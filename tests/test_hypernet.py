@@ -14,15 +14,6 @@ from somna.learners.base import SleepContext
 from somna.learners.hypernet import ChunkedHypernetwork, HnetConfig, HnetLearner, HypernetStage, generated_mlp, layer_shapes
 from somna.platform.registry import LEARNERS, SLEEP_STAGES
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny models run much faster on one thread; two threads thrash on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 def stream(scenario: str = "task", num_experiences: int = 5) -> SplitDigits:
     config = OmegaConf.structured(SplitDigits.Config(num_experiences=num_experiences))

@@ -16,15 +16,6 @@ F64 = torch.float64
 SPLITS = [(0, 3), (3, 4), (4, 11), (11, 19)]  # piece boundaries that ignore every chunk / period / segment
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are tiny: one thread avoids oversubscribing the shared CPUs (measured ~2× faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def leaves(state):
     """All tensors of a (nested) state, in order."""
     if state is None:

@@ -16,15 +16,6 @@ from somna.kernels.newton_schulz import newton_schulz
 from somna.platform.registry import KERNELS
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are tiny: one thread avoids oversubscribing the shared CPUs (measured ~2× faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("shape", [(32, 64), (64, 32), (3, 16, 48), (2, 40, 24)])
 def test_newton_schulz_singular_values_near_one_and_keeps_singular_vectors(shape):
     torch.manual_seed(0)

@@ -15,8 +15,6 @@ from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import load_config
 from somna.platform.registry import LEARNERS
 
-torch.set_num_threads(1)
-
 
 def test_select_keeps_the_top_scores_plus_random_others():
     scores = [0.1, 5.0, 3.0, 0.2, 4.0]

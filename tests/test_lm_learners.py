@@ -11,8 +11,6 @@ from somna.learners.base import SleepConfig, SleepContext
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import load_config
 
-torch.set_num_threads(1)
-
 
 def setup(*overrides: str, stages: list[str] | None = None):
     """The micro preset with overrides; `stages` replaces its sleep stages (and drops their options)."""

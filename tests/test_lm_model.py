@@ -8,8 +8,6 @@ from torch import nn
 from somna.learners.lm_model import SleepLM, SleepLMConfig
 from somna.platform.registry import KERNELS
 
-torch.set_num_threads(1)
-
 
 def tiny(**overrides) -> SleepLM:
     torch.manual_seed(0)

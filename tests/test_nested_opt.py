@@ -11,15 +11,6 @@ from somna.learners.nested_opt import NestedOptStage, RecallMemory
 from somna.platform.registry import SLEEP_STAGES
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny models run much faster on one thread; two threads thrash on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_registered():
     assert SLEEP_STAGES.get("nested-opt") is NestedOptStage
 

@@ -13,15 +13,6 @@ from somna.learners.optimizers import M3, DeepMomentum, DeltaMomentum, Muon, ort
 
 EXPRESSIVE = ["muon", "drop-muon", "m3", "delta-momentum", "deep-momentum"]
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny models run much faster on one thread; two threads thrash on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 def least_squares_losses(name: str, steps: int = 150, lr: float = 0.05) -> tuple[float, float]:
     generator = torch.Generator().manual_seed(0)
