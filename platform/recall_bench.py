@@ -42,7 +42,7 @@ class RecallSettings:
 
 
 FULL = RecallSettings()
-QUICK = replace(FULL, loads=(8, 32), steps=150, batch_size=16, eval_examples=128)  # a smoke run: too short to rank
+QUICK = replace(FULL, loads=(4, 16), steps=250, batch_size=16, eval_examples=128)  # learns, but too short to rank
 
 
 class RecallModel(nn.Module):
