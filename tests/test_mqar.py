@@ -46,15 +46,7 @@ def test_bad_arguments_raise_value_error(kwargs, message):
         make_mqar(**kwargs)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is much faster on a shared machine
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_recall_model_learns_to_recall_and_is_deterministic(one_thread):
+def test_recall_model_learns_to_recall_and_is_deterministic():
     from somna.platform.recall_bench import RecallSettings, recall_accuracy, train
     from somna.platform.registry import KERNELS
 
