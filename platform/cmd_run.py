@@ -17,6 +17,7 @@ from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import ConfigError, load_config, run_name
 from somna.platform.registry import UnknownNameError
 from somna.platform.runner import RunProgress, run
+from somna.platform.storage import RemoteRunDirectory, is_uri
 
 SUMMARY_KEYS = ("acc", "bwt", "fwt", "forgetting")
 
@@ -25,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("run", help="run a lifelong-learning experiment")
     parser.add_argument("config", help="preset name (see `somna presets`) or path to a YAML file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learner=replay learner.buffer=500 seed=3")
-    parser.add_argument("--out", type=Path, help="run directory (default: runs/<curriculum>-<learner>-s<seed>)")
+    parser.add_argument("--out", help="run directory, a path or a URI such as s3://bucket/run "
+                        "(default: <storage_path>/<curriculum>-<learner>-s<seed>)")
     parser.add_argument("--address", help="join a Ray cluster: auto or ray://host:port (same as ray.address=...)")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="delete an existing run directory first")
@@ -33,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
     parser = subparsers.add_parser("resume", help="continue a run directory after a crash (same config, same metrics)")
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", help="the run directory (path or URI)")
     parser.add_argument("--address", help="join a Ray cluster: auto or ray://host:port")
     parser.set_defaults(func=_resume)
 
@@ -41,23 +43,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
     cfg = load_config(args.config, overrides)
-    run_dir = args.out or Path("runs") / run_name(cfg)
+    location = args.out or f"{cfg.storage_path.rstrip('/')}/{run_name(cfg)}"
     _check_buildable(cfg)
-    if _has_content(run_dir) and not (args.overwrite or args.resume):
-        raise ConfigError(f"run directory {run_dir} already exists; pass --resume to continue it or --overwrite to replace it")
-    if args.overwrite and run_dir.exists():
+    run_dir, remote = _open(location)
+    exists = remote.exists() if remote else _has_content(run_dir)
+    if exists and not (args.overwrite or args.resume):
+        raise ConfigError(f"run directory {location} already exists; pass --resume to continue it or --overwrite to replace it")
+    if remote is not None:
+        if args.overwrite and exists:
+            remote.filesystem.delete_dir_contents(remote.remote_path)
+        run_dir = remote.pull() if exists and args.resume else remote.fresh()
+    elif args.overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
-    resume = bool(args.resume and _has_content(run_dir))
-    return _execute(cfg, run_dir, resume=resume)
+    return _execute(cfg, run_dir, resume=bool(args.resume and exists), remote=remote, location=location)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    config_path = args.run_dir / "config.yaml"
+    run_dir, remote = _open(args.run_dir)
+    if remote is not None:
+        if not remote.exists():
+            raise ConfigError(f"cannot resume {args.run_dir}: nothing there")
+        run_dir = remote.pull()
+    config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"cannot resume {args.run_dir}: no config.yaml there")
     cfg = load_config(str(config_path), [f"ray.address={args.address}"] if args.address else [])
     _check_buildable(cfg)
-    return _execute(cfg, args.run_dir, resume=True)
+    return _execute(cfg, run_dir, resume=True, remote=remote, location=args.run_dir)
+
+
+def _open(location: str) -> tuple[Path, RemoteRunDirectory | None]:
+    """The local directory the loop writes, and the remote it mirrors to when `location` is a URI."""
+    if is_uri(location):
+        remote = RemoteRunDirectory(location)
+        return remote.local, remote
+    return Path(location), None
 
 
 def _has_content(path: Path) -> bool:
@@ -75,14 +95,19 @@ def _check_buildable(cfg: DictConfig) -> None:
         raise ConfigError(str(error).strip().splitlines()[0]) from None
 
 
-def _execute(cfg: DictConfig, run_dir: Path, *, resume: bool) -> int:
+def _execute(cfg: DictConfig, run_dir: Path, *, resume: bool, remote: RemoteRunDirectory | None, location: str) -> int:
     console = Console(stderr=True)
     console.print(f"[bold]somna[/bold] {cfg.curriculum.name} · learner={cfg.learner.name} · scenario={cfg.scenario} "
-                  f"· seed={cfg.seed} · executor={cfg.executor} → {run_dir}")
+                  f"· seed={cfg.seed} · executor={cfg.executor} → {location}")
     progress = RichProgress(console) if cfg.logging.progress else None
-    summary = run(cfg, run_dir, resume=resume, progress=progress)
+    push = (lambda experience: remote.push()) if remote is not None else None
+    try:
+        summary = run(cfg, run_dir, resume=resume, progress=progress, on_experience_end=push)
+    finally:
+        if remote is not None:
+            remote.push()  # whatever was committed, even when the run stopped early
     Console().print(summary_table(summary))
-    Console().print(f"run directory: {run_dir}")
+    Console().print(f"run directory: {location}")
     return 0
 
 

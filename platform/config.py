@@ -61,6 +61,7 @@ class LoggingConfig:
 @dataclass
 class RunConfig:
     name: str | None = None  # run directory name (default: <curriculum>-<learner>-s<seed>)
+    storage_path: str = "runs"  # where run directories go: a path, or a URI (s3://, gs://, file://...)
     seed: int = 0
     scenario: str | None = None  # class | task | domain (default: the curriculum's)
     executor: str = "ray"  # ray | inline (same loop in this process, for debugging)

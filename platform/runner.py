@@ -30,7 +30,8 @@ __all__ = ["build_curriculum", "build_learner", "run", "RunProgress"]
 log = logging.getLogger(__name__)
 
 BASELINE = -1  # the experience index of the before-training evaluation row
-RESUME_IGNORED_KEYS = ("executor", "ray", "logging", "resources")  # may differ on resume: they don't change results
+# may differ on resume: they change where and how a run executes, not its results
+RESUME_IGNORED_KEYS = ("executor", "ray", "logging", "resources", "storage_path")
 
 
 class RunProgress:
