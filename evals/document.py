@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_\[\]<>#])")
 _NUMBER = re.compile(r"^([-+]?\d|n/a$)")  # numbers (incl. "0.81 ± 0.02") align right in HTML tables
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
@@ -27,11 +28,16 @@ pre { background: #f5f5f5; padding: 0.8em; overflow-x: auto; }
 
 @dataclass
 class Table:
-    """Rows of already formatted cells; `bold` holds (row, column) indices to emphasise."""
+    """Rows of already formatted cells; `bold` holds (row, column) indices to emphasise.
+
+    `free_text` names columns holding text the run produced (e.g. dreams), whose
+    Markdown syntax characters are escaped so it shows as written.
+    """
 
     headers: list[str]
     rows: list[list[str]]
     bold: set[tuple[int, int]] = field(default_factory=set)
+    free_text: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -109,6 +115,8 @@ class Document:
 
 def markdown_table(table: Table) -> str:
     def cell(r: int, c: int, text: str) -> str:
+        if c in table.free_text:
+            text = _MARKDOWN_SYNTAX.sub(r"\\\1", text)
         text = text.replace("|", "\\|")
         return f"**{text}**" if (r, c) in table.bold else text
 

@@ -16,12 +16,14 @@ import yaml
 
 from somna.evals import metrics, plots
 from somna.evals.document import Document, Table
+from somna.evals.dreams import Dream, RunDreams, read_dreams, shorten
 from somna.evals.rundir import Run, load_run
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 HEATMAP_PNG = "accuracy_matrix.png"
 CURVES_PNG = "accuracy_curves.png"
+DREAMS_SHOWN = 3  # best and worst dreams per experience in the report
 LANGUAGE_METRICS = {"perplexity": "perplexity (lower is better)", "exact_match": "exact-match recall"}
 
 METRIC_MEANINGS = {
@@ -93,7 +95,9 @@ def build_document(run: Run, joint: Run | None, reevaluation: Reevaluation | Non
         _add_language_metrics(document, run)
     if reevaluation is not None:
         _add_reevaluation(document, run, reevaluation)
-    problems = run.warnings + [p for c in run.checkpoints() if (p := c.problem())]
+    dreams = read_dreams(run.path)
+    _add_dreams(document, dreams)
+    problems = run.warnings + dreams.warnings + [p for c in run.checkpoints() if (p := c.problem())]
     if problems:
         document.heading("Warnings")
         document.bullets(problems)
@@ -159,3 +163,27 @@ def _add_reevaluation(document: Document, run: Run, reevaluation: Reevaluation) 
     if reevaluation.problems:
         document.text("Checkpoints that could not be re-evaluated:")
         document.bullets(reevaluation.problems)
+
+
+def _add_dreams(document: Document, dreams: RunDreams) -> None:
+    """Per experience, the best and worst rewarded dreams (ordering: evals/dreams.py), so a reader sees what sleep rehearsed."""
+    if not dreams.experiences:
+        return
+    document.heading("Dreams")
+    document.text(
+        f"Per experience, the {DREAMS_SHOWN} best and {DREAMS_SHOWN} worst of the kept dreams (those given a LoRA trial), "
+        "ranked by reward, then improvement of tau, then gradient score; the full texts are in artifacts/exp-NNNN/dreams.jsonl."
+    )
+    headers = ["rank", "round", "reward", "improvement", "gradient score", "dream"]
+    for experience in dreams.experiences:
+        counts = experience.counts()
+        document.text(f"Experience {experience.experience}: {counts['generated']} generated, {counts['kept']} kept, {counts['rewarded']} rewarded.")
+        best, worst = experience.best_and_worst(DREAMS_SHOWN)
+        rows = [[f"best {i + 1}", *_dream_cells(d)] for i, d in enumerate(best)]
+        rows += [[f"worst {i + 1}", *_dream_cells(d)] for i, d in enumerate(worst)]
+        if rows:
+            document.table(Table(headers, rows, free_text={len(headers) - 1}))
+
+
+def _dream_cells(dream: Dream) -> list[str]:
+    return [str(dream.round), fmt(dream.reward, 0), fmt(dream.improvement, 4), fmt(dream.score, 4), shorten(dream.text)]
