@@ -187,12 +187,14 @@ def dream_context(experience: Any, max_passages: int) -> tuple[list[str], tuple[
 
 
 def write_dreams(context: SleepContext, records: list[DreamRecord]) -> None:
-    """Append this sleep's dreams to dreams.jsonl, for a researcher to read what the model dreamed."""
+    """Write this sleep's dreams to dreams.jsonl, for a researcher to read what the model dreamed.
+
+    One sleep per experience directory: an experience redone after a crash replaces its file."""
     if context.artifacts_dir is None:
         return
     path = Path(context.artifacts_dir) / "dreams.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    with open(path, "w") as handle:
         for record in records:
             handle.write(json.dumps({"experience": context.index, **record.__dict__}) + "\n")
 
