@@ -112,7 +112,11 @@ def test_multi_node_placement_gives_local_metrics(tmp_path, cluster):
     events = [json.loads(line) for line in (tmp_path / "cluster" / "metrics.jsonl").read_text().splitlines()]
     wake_nodes = {e["node_id"] for e in events if e["event"] == "wake"}
     eval_nodes = {e["node_id"] for e in events if e["event"] == "eval"}
-    learner_node, eval_node = (n.node_id for n in cluster.worker_nodes)
+    import ray
+
+    # cluster.worker_nodes is unordered: find each node by the custom resource it offers
+    by_resource = {name: node["NodeID"] for node in ray.nodes() for name in node["Resources"] if name.endswith("_node")}
+    learner_node, eval_node = by_resource["learner_node"], by_resource["eval_node"]
     assert wake_nodes == {learner_node}
     assert eval_nodes == {eval_node}
 
