@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from somna.learners.base import SleepContext
 from somna.platform.builders import build_curriculum, build_learner, phase_seed, seed_everything
 
 Metrics = dict[str, float]
@@ -46,8 +47,6 @@ class LearnerHost:
         return self.learner.wake(self.curriculum[experience]), _node_id()
 
     def sleep(self, experience: int, artifacts_dir: str | None) -> Metrics:
-        from somna.learners.base import SleepContext
-
         seed_everything(phase_seed(int(self.cfg.seed), experience, "sleep"))
         context = SleepContext(
             experience=self.curriculum[experience],

@@ -76,7 +76,7 @@ def run(
         directory.write_config(to_yaml(cfg))
         directory.append_events([{"event": "run_start", "experience": BASELINE, "num_experiences": total}])
 
-    start, state = _restore(directory, cfg, curriculum)
+    start, state = _restore(directory)
     baseline, rows = _rows_from_events(directory, total)
     directory.mirrors = make_sinks(directory.path, cfg.logging.tensorboard, cfg.logging.mlflow)
     executor = make_executor(cfg, curriculum)
@@ -86,7 +86,7 @@ def run(
     try:
         executor.start(state, name=actor_name)
         if baseline is None:
-            baseline = _evaluate_baseline(directory, executor, curriculum)
+            baseline = _evaluate_baseline(directory, executor)
             directory.write_matrix(baseline, rows)
         experience = start
         while experience < total:
@@ -97,7 +97,9 @@ def run(
                 if restarts > cfg.max_actor_restarts:
                     raise
                 log.warning("learner actor died during experience %d (%s); restarting from checkpoint", experience, error)
-                _, state = _restore(directory, cfg, curriculum, upto=experience)
+                # the checkpoint before `experience` may itself be corrupt: go back as far as _restore did
+                experience, state = _restore(directory, upto=experience)
+                del rows[experience:]
                 executor.start(state, name=actor_name)
                 directory.append_events([{"event": "actor_restart", "experience": experience, "restart": restarts}])
                 continue
@@ -124,9 +126,7 @@ def run(
     return summary
 
 
-def _restore(
-    directory: RunDirectory, cfg: DictConfig, curriculum: Any, upto: int | None = None
-) -> tuple[int, dict[str, Any] | None]:
+def _restore(directory: RunDirectory, upto: int | None = None) -> tuple[int, dict[str, Any] | None]:
     """(first experience to run, learner state to start from), from the last good checkpoint.
 
     A corrupt checkpoint is reported and the one before it used; the events of
@@ -164,7 +164,7 @@ def _eval_events(kind: str, experience: int, results: list[tuple[dict[str, float
     ]
 
 
-def _evaluate_baseline(directory: RunDirectory, executor: Any, curriculum: Any) -> list[float]:
+def _evaluate_baseline(directory: RunDirectory, executor: Any) -> list[float]:
     started = time.perf_counter()
     results = executor.evaluate_all(executor.state_dict())
     events = _eval_events("baseline_eval", BASELINE, results, time.perf_counter() - started)
