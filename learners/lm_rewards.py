@@ -58,7 +58,12 @@ def abs_reward(completion: str, target: str, z0: float) -> float:
 
 def imitation_reward(completion: str, target: str, gamma: float, z0: float) -> float:
     """r = gamma * r_sem + (1 - gamma) * r_abs."""
-    return gamma * float(same_meaning(completion, target)) + (1.0 - gamma) * abs_reward(completion, target, z0)
+    return combine_rewards(float(same_meaning(completion, target)), abs_reward(completion, target, z0), gamma)
+
+
+def combine_rewards(r_sem: float, r_abs: float, gamma: float) -> float:
+    """The imitation reward from its parts, for callers that also log the parts."""
+    return gamma * r_sem + (1.0 - gamma) * r_abs
 
 
 def chrf(prediction: str, reference: str, max_order: int = 6, beta: float = 2.0) -> float:

@@ -30,7 +30,7 @@ import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast, PrinterCallback
 
-from somna.learners.lm_rewards import abs_reward, imitation_reward, same_meaning
+from somna.learners.lm_rewards import abs_reward, combine_rewards, same_meaning
 
 COMMON_ARGS: dict[str, Any] = {
     "bf16": False,
@@ -142,9 +142,10 @@ def imitate(
     def reward(completions: list[str], target: list[str], **_: Any) -> list[float]:
         rewards = []
         for completion, wanted in zip(completions, target):
-            rewards.append(imitation_reward(completion, wanted, gamma, z0))
-            seen["r_sem"].append(float(same_meaning(completion, wanted)))
-            seen["r_abs"].append(abs_reward(completion, wanted, z0))
+            r_sem, r_abs = float(same_meaning(completion, wanted)), abs_reward(completion, wanted, z0)
+            rewards.append(combine_rewards(r_sem, r_abs, gamma))
+            seen["r_sem"].append(r_sem)
+            seen["r_abs"].append(r_abs)
         seen["reward"] += rewards
         return rewards
 
