@@ -7,14 +7,14 @@ from the runs' own metrics.jsonl timings.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from somna.platform.config import load_config
 from somna.platform import runner
+from somna.platform.config import load_config
+from somna.platform.rundir import RunDirectory
 
 PHASES = ("baseline_eval", "wake", "sleep", "eval")
 
@@ -23,8 +23,7 @@ def _phase_seconds(run_dir: Path) -> dict[str, float]:
     """Seconds per phase; eval events repeat their row's wall time once per target, so count rows."""
     totals: dict[str, float] = defaultdict(float)
     seen_rows: set[tuple[str, int]] = set()
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        event = json.loads(line)
+    for event in RunDirectory(run_dir).read_events():
         kind = event["event"]
         if kind not in PHASES:
             continue
