@@ -58,6 +58,11 @@ def _fsync_dir(folder: Path) -> None:
         os.close(descriptor)
 
 
+def committed(events: list[dict[str, Any]]) -> set[int]:
+    """Experiences whose `experience_end` event is on disk (-1 is the before-training evaluation)."""
+    return {e["experience"] for e in events if e.get("event") == COMMIT_EVENT}
+
+
 class RunDirectory:
     def __init__(self, path: Path, mirrors: list[Any] | None = None):
         self.path = Path(path)
@@ -113,17 +118,17 @@ class RunDirectory:
 
     def completed_experiences(self) -> int:
         """How many experiences are committed (have their `experience_end` event)."""
-        ends = [e["experience"] for e in self.read_events() if e.get("event") == COMMIT_EVENT]
+        ends = committed(self.read_events())
         return max(ends) + 1 if ends else 0
 
     def truncate_uncommitted(self, keep: int) -> None:
         """Keep `run_start` and the events of committed experiences below `keep`; drop the rest,
         which the resumed run redoes (so no event is duplicated or missing)."""
         events = self.read_events()
-        committed = {e["experience"] for e in events if e.get("event") == COMMIT_EVENT}
+        done = committed(events)
         kept = [
             e for e in events
-            if e.get("event") == "run_start" or (e.get("experience") in committed and e["experience"] < keep)
+            if e.get("event") == "run_start" or (e.get("experience") in done and e["experience"] < keep)
         ]
         atomic_write(self.metrics_path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept).encode())
 

@@ -24,7 +24,7 @@ from somna.evals.tracking import make_sinks
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import ConfigError, to_yaml
 from somna.platform.executors import actor_died_errors, make_executor
-from somna.platform.rundir import COMMIT_EVENT, CorruptCheckpointError, RunDirectory
+from somna.platform.rundir import COMMIT_EVENT, CorruptCheckpointError, RunDirectory, committed
 
 __all__ = ["build_curriculum", "build_learner", "run", "RunProgress"]
 log = logging.getLogger(__name__)
@@ -148,10 +148,10 @@ def _restore(directory: RunDirectory, upto: int | None = None) -> tuple[int, dic
 def _rows_from_events(directory: RunDirectory, total: int) -> tuple[list[float] | None, list[list[float]]]:
     """The committed accuracy rows (and baseline row, if committed) recorded in metrics.jsonl."""
     events = directory.read_events()
-    committed = {e["experience"] for e in events if e.get("event") == COMMIT_EVENT}
+    done = committed(events)
     table: dict[int, list[float]] = {}
     for event in events:
-        if event.get("event") in ("eval", "baseline_eval") and event["experience"] in committed:
+        if event.get("event") in ("eval", "baseline_eval") and event["experience"] in done:
             table.setdefault(event["experience"], [float("nan")] * total)[event["target"]] = event["metrics"]["accuracy"]
     baseline = table.pop(BASELINE, None)
     return baseline, [table[i] for i in sorted(table)]
