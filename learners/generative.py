@@ -37,11 +37,19 @@ class ConditionalVAE(nn.Module):
     def decode_logits(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.decoder(torch.cat([z, self._onehot(y)], dim=-1))
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Negative ELBO per example, averaged: BCE reconstruction + KL(q(z|x,y) || N(0, I))."""
+    def noise(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """`count` draws of z ~ N(0, I)."""
+        return torch.randn(count, self.latent, generator=generator)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Negative ELBO per example, averaged: BCE reconstruction + KL(q(z|x,y) || N(0, I)).
+
+        The training loss is the forward pass so that DDP syncs its gradients; the caller draws the
+        reparameterisation `noise` (one row per example) so data-parallel ranks can share one draw.
+        """
         hidden = self.encoder(torch.cat([x, self._onehot(y)], dim=-1))
         mean, logvar = self.to_mean(hidden), self.to_logvar(hidden)
-        z = mean + torch.randn(mean.shape, generator=generator) * (0.5 * logvar).exp()
+        z = mean + noise * (0.5 * logvar).exp()
         reconstruction = F.binary_cross_entropy_with_logits(self.decode_logits(z, y), x, reduction="none").sum(-1)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
         return (reconstruction + kl).mean()
@@ -49,5 +57,4 @@ class ConditionalVAE(nn.Module):
     @torch.no_grad()
     def sample(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One dream per label in `y`: the decoder mean at a prior draw of z."""
-        z = torch.randn(len(y), self.latent, generator=generator)
-        return torch.sigmoid(self.decode_logits(z, y))
+        return torch.sigmoid(self.decode_logits(self.noise(len(y), generator), y))

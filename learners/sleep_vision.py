@@ -47,6 +47,7 @@ from somna.learners.backbones import MLP
 from somna.learners.base import Metrics, SleepConfig, SleepContext
 from somna.learners.classifier import ClassifierConfig, ClassifierLearner, experience_tensors
 from somna.learners.curriculum_bandit import Exp3Curriculum
+from somna.learners.distributed import DataParallel
 from somna.learners.generative import ConditionalVAE
 from somna.learners.lowrank import MaskedLowRankExperts
 from somna.learners.optim import build_optimizer
@@ -172,6 +173,9 @@ class SleepVisionLearner(ClassifierLearner):
     """Wake: one-pass delta-rule fast memory; sleep: expansion, knowledge seeding, generative dreaming."""
 
     Config = SleepVisionConfig
+    # wake leaves everything sleep needs in the state dict (the fast memory is a buffer), and the sleep
+    # loops shard through DataParallel: `resources.sleep.workers` >= 1 may run the sleep on Ray Train
+    data_parallel_sleep = True
 
     def __init__(self, config: Any, info: Any, seed: int):
         super().__init__(config, info, seed)
@@ -251,7 +255,8 @@ class SleepVisionLearner(ClassifierLearner):
             params = self.network.experts.expert_parameters(self._unlocked) + list(self.model.head.parameters())
         else:
             params = self.network.slow_parameters()
-        optimizer = build_optimizer(self.config.optimizer, params, opts.lr)
+        parallel = DataParallel()
+        student, optimizer = parallel.prepare(self.network, build_optimizer(self.config.optimizer, params, opts.lr))
         generator = self.generator(context.index, SEED_SALT)
         old_classes = self.dreamable.clone()
         self.network.train()
@@ -261,9 +266,10 @@ class SleepVisionLearner(ClassifierLearner):
                 x = x_day[batch]
                 if bool(old_classes.any()):
                     x = torch.cat([x, self.dreams(old_classes, len(batch), generator)[0]])
-                loss = distillation_kl(teacher(x), self.network(x, use_fast_memory=False), opts.temperature).mean()
+                (x,) = parallel.shard(x)
+                loss = distillation_kl(teacher(x), student(x, use_fast_memory=False), opts.temperature).mean()
                 optimizer.zero_grad()
-                loss.backward()
+                parallel.backward(loss)
                 optimizer.step()
                 total, steps = total + loss.item(), steps + 1
         self.network.eval()
@@ -278,25 +284,29 @@ class SleepVisionLearner(ClassifierLearner):
         generator = self.generator(context.index, DREAM_SALT)
         generator_loss = self._learn_generator(x_day, y_day, opts, generator)
         curriculum = Exp3Curriculum(self.dream_weights, opts.exploration)
+        parallel = DataParallel()
         optimizer = build_optimizer(self.config.optimizer, self.network.slow_parameters(), self.config.lr)
+        network, optimizer = parallel.prepare(self.network, optimizer)
         real_size = max(1, round(opts.batch_size * len(y_day.unique()) / int(self.dreamable.sum())))
         self.network.train()
         total, reward_sum = 0.0, 0.0
         for _ in range(opts.steps):
             arms, policy = curriculum.draw(self.dreamable, opts.batch_size, generator)
-            x_dream = self.vae.sample(arms, generator)
-            student = self.network(x_dream, use_fast_memory=False)
+            x_dream, my_arms = parallel.shard(self.vae.sample(arms, generator), arms)
+            student = network(x_dream, use_fast_memory=False)
             disagreement = distillation_kl(teacher(x_dream), student, opts.temperature)  # also the EXP3 reward
-            per_dream = F.cross_entropy(student, arms, reduction="none") + opts.distill_weight * disagreement
+            per_dream = F.cross_entropy(student, my_arms, reduction="none") + opts.distill_weight * disagreement
             loss = per_dream.mean()
             if opts.real_weight > 0:
-                real = torch.randint(len(y_day), (real_size,), generator=generator)
-                real_logits = self.network(x_day[real], use_fast_memory=False)
+                (real,) = parallel.shard(torch.randint(len(y_day), (real_size,), generator=generator))
+                real_logits = network(x_day[real], use_fast_memory=False)
                 loss = loss + opts.real_weight * F.cross_entropy(real_logits, y_day[real])
             optimizer.zero_grad()
-            loss.backward()
+            parallel.backward(loss)
             optimizer.step()
-            rewards = self._rewards(opts, disagreement.detach(), per_dream.detach(), x_dream, arms, teacher)
+            rewards = self._rewards(opts, disagreement.detach(), per_dream.detach(), x_dream, my_arms, teacher)
+            # every rank updates EXP3 with the whole batch's rewards, so all draw the same next arms
+            rewards = parallel.gather(rewards, len(arms))
             curriculum.update(arms, rewards, policy)
             total, reward_sum = total + loss.item(), reward_sum + float(rewards.mean())
         self.network.eval()
@@ -332,7 +342,8 @@ class SleepVisionLearner(ClassifierLearner):
         """Train the VAE on the day's data plus its own dreams of the classes it already knew (self-replay)."""
         old_classes = self.dreamable.clone()
         previous = copy.deepcopy(self.vae).eval() if bool(old_classes.any()) else None
-        optimizer = build_optimizer(self.config.optimizer, self.vae.parameters(), self.config.lr)
+        parallel = DataParallel()
+        vae, optimizer = parallel.prepare(self.vae, build_optimizer(self.config.optimizer, self.vae.parameters(), self.config.lr))
         replay_size = max(1, round(opts.batch_size * int(old_classes.sum()) / len(y_day.unique())))
         self.vae.train()
         total = 0.0
@@ -342,9 +353,9 @@ class SleepVisionLearner(ClassifierLearner):
             if previous is not None:  # as many dreams per old class as real examples per new class
                 x_old, y_old = self.dreams(old_classes, replay_size, generator, vae=previous)
                 x, y = torch.cat([x, x_old]), torch.cat([y, y_old])
-            loss = self.vae.loss(x, y, generator)
+            loss = vae(*parallel.shard(x, y, self.vae.noise(len(y), generator)))
             optimizer.zero_grad()
-            loss.backward()
+            parallel.backward(loss)
             optimizer.step()
             total += loss.item()
         self.vae.eval()

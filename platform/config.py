@@ -35,6 +35,9 @@ class RayConfig:
     dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
     connect_timeout_s: float = 30.0  # how long to wait for an unreachable --address before failing
+    # where Ray Train keeps the checkpoint of a sleep on workers (None: a temp dir on the driver's node,
+    # fine on one machine; a multi-node cluster needs a path every node shares, or a URI such as s3://...)
+    train_storage: str | None = None
 
 
 @dataclass
@@ -45,9 +48,17 @@ class TaskResources:
 
 
 @dataclass
+class SleepResources(TaskResources):
+    """Each Ray Train worker of a sleep; `workers` = 0 keeps the sleep in the learner actor."""
+
+    workers: int = 0  # N >= 1 (executor=ray): every sleep is a data-parallel TorchTrainer run on N workers
+
+
+@dataclass
 class ResourcesConfig:
-    wake: TaskResources = field(default_factory=TaskResources)  # the actor that wakes and sleeps
+    wake: TaskResources = field(default_factory=TaskResources)  # the actor that wakes (and sleeps, with no workers)
     eval: TaskResources = field(default_factory=TaskResources)  # each evaluation task
+    sleep: SleepResources = field(default_factory=SleepResources)  # each sleep worker
     threads: int = 1  # torch threads per learner process; fixed so every executor computes the same floats
 
 
@@ -166,6 +177,7 @@ def load_config(source: str, overrides: list[str] | None = None) -> DictConfig:
     cfg.curriculum = curriculum_node
     cfg.learner = learner_node
     _check_run_fields(cfg, curriculum_cls)
+    _check_sleep_workers(cfg, learner_cls)
     return cfg
 
 
@@ -203,13 +215,30 @@ def _check_run_fields(cfg: DictConfig, curriculum_cls: type) -> None:
         )
     if cfg.executor not in EXECUTORS:
         raise ConfigError(f"bad value for 'executor': choose one of {', '.join(EXECUTORS)}, got {cfg.executor!r}")
-    for key in ("resources.wake.num_cpus", "resources.eval.num_cpus", "resources.threads"):
+    for key in ("resources.wake.num_cpus", "resources.eval.num_cpus", "resources.sleep.num_cpus", "resources.threads"):
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"bad value for {key!r}: must be > 0, got {OmegaConf.select(cfg, key)}")
     if cfg.ray.num_cpus is not None and cfg.ray.num_cpus < 1:
         raise ConfigError(f"bad value for 'ray.num_cpus': must be >= 1, got {cfg.ray.num_cpus}")
     if cfg.max_actor_restarts < 0:
         raise ConfigError(f"bad value for 'max_actor_restarts': must be >= 0, got {cfg.max_actor_restarts}")
+
+
+def _check_sleep_workers(cfg: DictConfig, learner_cls: type) -> None:
+    """Sleep workers need Ray, and a learner that opted in (`data_parallel_sleep`, see learners/distributed.py)."""
+    workers = cfg.resources.sleep.workers
+    if workers < 0:
+        raise ConfigError(f"bad value for 'resources.sleep.workers': must be >= 0, got {workers}")
+    if workers and cfg.executor != "ray":
+        raise ConfigError(
+            f"resources.sleep.workers={workers} needs executor=ray (Ray Train runs the sleep workers); "
+            f"set resources.sleep.workers=0 for executor={cfg.executor}"
+        )
+    if workers and not getattr(learner_cls, "data_parallel_sleep", False):
+        raise ConfigError(
+            f"learner {cfg.learner.name!r} ({learner_cls.__name__}) cannot sleep on Ray Train workers: its sleep is not "
+            f"data-parallel or needs wake state its state dict does not hold; set resources.sleep.workers=0"
+        )
 
 
 def run_name(cfg: DictConfig) -> str:

@@ -1,5 +1,8 @@
 """Where the learner lives: in this process (`inline`) or in a Ray actor with Ray evaluation tasks.
 
+With `resources.sleep.workers` >= 1 the Ray executor runs each sleep as a Ray
+Train job instead (platform/sleep_trainer.py) and loads its result into the actor.
+
 Both executors run the same `LearnerHost` code, and evaluation always scores a
 fresh learner rebuilt from the state dict, so the two produce identical numbers;
 `inline` exists for debugging and to measure Ray's overhead.
@@ -58,6 +61,10 @@ class LearnerHost:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Continue from a state computed elsewhere (a sleep that ran on Ray Train workers)."""
+        self.learner.load_state_dict(state)
 
 
 def evaluate_state(cfg: dict[str, Any], info: Any, state: dict[str, torch.Tensor], experience: Any) -> tuple[Metrics, str]:
@@ -131,6 +138,10 @@ class RayExecutor:
         return self.ray.get(self.actor.wake.remote(experience))
 
     def sleep(self, experience: int, artifacts_dir: str | None) -> Metrics:
+        if self.cfg.resources.sleep.workers:
+            from somna.platform.sleep_trainer import sleep_on_workers
+
+            return sleep_on_workers(self.actor, self.cfg, experience, artifacts_dir)
         return self.ray.get(self.actor.sleep.remote(experience, artifacts_dir))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
