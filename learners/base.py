@@ -17,7 +17,7 @@ what the loop hands them (see somna.curricula.base):
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -56,6 +56,15 @@ class SleepContext:
     @property
     def index(self) -> int:
         return self.experience.index
+
+
+def stage_options(cls: type, stage: str, options: dict[str, Any]) -> Any:
+    """Parse a stage's `learner.sleep.options[stage]` into its options dataclass; an unknown key is a one-line ValueError."""
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"learner.sleep.options.{stage}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return cls(**options)
 
 
 class SleepStage(Protocol):

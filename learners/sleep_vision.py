@@ -35,7 +35,7 @@ a stage is deterministic under a seed and a resumed run repeats it exactly.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -44,7 +44,7 @@ from torch import nn
 
 from somna.kernels import delta_rule
 from somna.learners.backbones import MLP
-from somna.learners.base import Metrics, SleepConfig, SleepContext
+from somna.learners.base import Metrics, SleepConfig, SleepContext, stage_options
 from somna.learners.classifier import ClassifierConfig, ClassifierLearner, experience_tensors
 from somna.learners.curriculum_bandit import Exp3Curriculum
 from somna.learners.distributed import DataParallel
@@ -105,17 +105,6 @@ class DreamingOptions:
 
 
 STAGE_OPTIONS = {"expansion": ExpansionOptions, "knowledge-seeding": SeedingOptions, "dreaming": DreamingOptions}
-
-
-def stage_options(cls: type, stage: str, options: dict[str, Any]) -> Any:
-    """Parse a stage's `learner.sleep.options[stage]`; an unknown key is a one-line ValueError."""
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"learner.sleep.options.{stage}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
-        )
-    return cls(**options)
 
 
 class FastSlowNetwork(nn.Module):
