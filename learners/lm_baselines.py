@@ -46,12 +46,12 @@ class ReplayLM(TextLearner):
         self.seen = torch.zeros((), dtype=torch.long)
 
     def training_texts(self, experience: Any) -> list[str]:
-        return list(experience.train["text"]) + self.buffer
+        return super().training_texts(experience) + self.buffer
 
     def wake(self, experience: Any) -> dict[str, float]:
         metrics = super().wake(experience)
         generator = self.generator(experience.index, salt=1)
-        for text in experience.train["text"]:  # reservoir sampling: every document seen is kept with equal chance
+        for text in super().training_texts(experience):  # reservoir sampling: every document seen is kept with equal chance
             text = text.encode()[: self.config.max_document_bytes].decode(errors="ignore")
             self.seen += 1
             if len(self.buffer) < self.config.buffer_size:
@@ -83,7 +83,12 @@ class InContextLM(TextLearner):
     """Fine-tuning in the reading format, evaluated with each probe's passage in the prompt (the ceiling)."""
 
     def training_texts(self, experience: Any) -> list[str]:
-        return [f"{row['context']} {row['text']}" if row["prompt"] and row["context"] else row["text"] for row in experience.train]
+        held_out = self.held_out_rows(experience)
+        return [
+            f"{row['context']} {row['text']}" if row["prompt"] and row["context"] else row["text"]
+            for row in experience.train
+            if row not in held_out
+        ]
 
     def probe_prompt(self, row: dict[str, str]) -> str:
         return f"{row['context']} {row['prompt']}" if row.get("context") else row["prompt"]

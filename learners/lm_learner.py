@@ -82,6 +82,7 @@ class TextLearnerConfig(LearnerConfig):
     core_period: int = 1
     eval_max_new_tokens: int = 24
     eval_batch_size: int = 64
+    reward_holdout: float = 0.0  # fraction of each experience's QA lines wake does not read (dreaming's reward probes)
 
 
 class TextLearner(Learner):
@@ -95,6 +96,8 @@ class TextLearner(Learner):
         for name in ("epochs", "batch_size", "core_period"):
             if getattr(config, name) < 1:
                 raise ValueError(f"learner.{name} must be >= 1, got {getattr(config, name)}")
+        if not 0.0 <= config.reward_holdout < 1.0:
+            raise ValueError(f"learner.reward_holdout must be in [0, 1), got {config.reward_holdout}")
         if any(period < 1 for period in config.model.cms_periods):
             raise ValueError(f"learner.model.cms_periods must all be >= 1, got {list(config.model.cms_periods)}")
         self.tokenizer = build_byte_tokenizer()
@@ -108,8 +111,20 @@ class TextLearner(Learner):
 
     # -- data -----------------------------------------------------------------------------
     def training_texts(self, experience: Any) -> list[str]:
-        """Documents this wake reads; `replay` adds its buffer."""
-        return list(experience.train["text"])
+        """Documents this wake reads (all but the held-out QA lines); `replay` adds its buffer."""
+        held_out = {row["text"] for row in self.held_out_rows(experience)}
+        return [text for text in experience.train["text"] if text not in held_out]
+
+    def held_out_rows(self, experience: Any) -> list[dict[str, str]]:
+        """A seeded `reward_holdout` fraction (rounded down) of the experience's QA lines: never read in wake.
+
+        Every learner of a comparison holds out the same lines, so all read the same data;
+        a dreaming learner uses them as the questions that reward its dreams (SEAL's
+        per-passage questions), the others never see them."""
+        qa = [row for row in experience.train if row["prompt"]]
+        count = int(self.config.reward_holdout * len(qa))
+        picks = torch.randperm(len(qa), generator=self.generator(experience.index, salt=13))[:count]
+        return [qa[i] for i in sorted(picks.tolist())]
 
     def encode_documents(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """<s> text </s>, left-padded; labels are the ids with padding ignored."""

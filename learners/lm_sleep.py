@@ -139,7 +139,7 @@ class SleepLearner(DreamingMixin, TextLearner):
 
     def _sleep_prompts(self, context: SleepContext, count: int, words: int, seed: int) -> list[str]:
         """Openings of the experience's documents: the cues the teacher dreams from."""
-        texts = list(context.experience.train["text"])
+        texts = self.training_texts(context.experience)
         order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
         picks = (order * (count // max(len(order), 1) + 1))[:count]
         return [" ".join(texts[i].split()[:words]) for i in picks]
