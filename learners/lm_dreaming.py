@@ -1,42 +1,96 @@
 """Dreaming (PAPERS.md, "Language Models Need Sleep" / SEAL): the model writes its own rehearsal data.
 
 For the experience just woken on (context C = its passages; metric tau = minus the
-answer NLL of the QA lines it contains, or of its passages when it has none —
-test probes are never read), one ReST-EM round is:
-  1. dream: m samples ~ LM(. | c) per passage c, with novelty routing (each CMS
-     router also sends every token to one random unlocked expert) if `random_expert`;
-  2. gradient selection: score each dream by the L2 norm of the gradient of the SFT
-     loss it induces on the model's parameters (a dream the model already predicts
-     perfectly scores ~0: it would teach nothing); keep the top-k plus b random ones;
-     without `gradient_selection`, k + b random ones;
-  3. reward: each kept dream fine-tunes an isolated PEFT LoRA copy of the model
-     (ranks `lora_rank` on every CMS MLP and attention projection); reward = 1 if tau
-     improves (the real-valued improvement is logged too);
-  4. ReST-EM M-step: supervised fine-tuning of the generator (the model itself) on
-     (passage -> rewarded dream).
+answer NLL per token of its reward probes — the QA lines wake did not read
+(`learner.reward_holdout`), like SEAL's per-passage questions, or its passages when
+none are held out; test probes are never read), one ReST-EM round is:
+  1. dream: m samples ~ LM(. | prompt) per passage, where `prompt` is a template over
+     the passage ("{passage} Q:" asks for a question about it, SEAL's self-edit;
+     "{opening}" cues a rehearsal from its first words; the default "Q:" asks for a
+     QA line, which a from-scratch model with learned absolute positions can write
+     while a passage-length prefix pushes it off its training distribution).
+     With `random_expert`, each CMS router also sends every token to one random
+     unlocked expert (novelty). A dream's text is the prompt's cue + the sample.
+  2. gradient selection: score each dream by the gradient g_d of the SFT loss it
+     induces on the model's parameters, scalarized as `gradient_score`:
+     "alignment" (default) = <g_d, g_tau>, g_tau the gradient of the probes' loss, so
+     the score is the first-order drop of the probe loss from one SGD step on the dream
+     (divided by the step size) — a cheap predictor of the reward; "norm" = ||g_d||, how
+     much the dream would teach at all (a dream the model already predicts scores ~0,
+     but so does nothing else stop noise from scoring highest). Keep the top-k plus b
+     random ones; without `gradient_selection`, k + b random ones.
+  3. reward: each kept dream fine-tunes an isolated PEFT LoRA copy of the model as it
+     went to sleep (the reference; LoRA on every CMS MLP and attention projection);
+     reward = 1 if tau improves (the improvement is logged too). Judging every round
+     against the same reference keeps the reward a fixed function of the dream, the
+     E-step target of ReST-EM (each copy's LoRA init is seeded by the dream's text,
+     so a dream sampled again in a later round earns the same reward). Copies run as parallel Ray tasks when Ray has room
+     for two or more, else one after another, with the same numbers.
+  4. M-step: supervised fine-tuning of the generator (the model itself) on
+     (prompt -> rewarded sample).
 After the rounds the model consolidates by SFT on the last round's rewarded dreams.
 Every dream, its score, whether it was kept, its reward and improvement go to
 `dreams.jsonl` in the sleep's artifacts directory. No past raw data is used.
-LoRA copies run one after another here (no Ray fan-out yet).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
 
-from somna.learners.base import Metrics, SleepConfig, SleepContext
+from somna.learners.base import Metrics, SleepConfig, SleepContext, stage_options
 from somna.learners.lm_baselines import FinetuneLM
 from somna.learners.lm_learner import TextLearner, TextLearnerConfig, answer_nll, encode_pairs
 from somna.platform.registry import register_learner
 
 LORA_TARGETS = ["fc_in", "fc_out", "qkv", "out"]
+
+
+@dataclass
+class DreamingOptions:
+    """`learner.sleep.options.dreaming` of the text learners."""
+
+    prompt: str = "Q:"  # template; {passage} = a passage of the experience, {opening} = its first `opening_words`
+    opening_words: int = 1
+    dreams_per_passage: int = 4
+    max_passages: int = 4
+    top_k: int = 4
+    random_keep: int = 2
+    rounds: int = 2
+    gradient_selection: bool = True
+    gradient_score: str = "alignment"  # or "norm"
+    random_expert: bool = True
+    lora_rank: int = 4
+    lora_steps: int = 4
+    lora_lr: float = 1e-3  # gentle: a larger step on one short dream lowers tau whatever the dream says
+    sft_steps_per_round: int = 10
+    consolidation_steps: int = 8
+    lr: float = 3e-3
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    anchor_documents: bool = True  # M-step and consolidation batches also hold the experience's documents
+    reward_tasks: bool = True  # LoRA copies as Ray tasks when Ray has >= 2 free CPUs
+
+    def __post_init__(self) -> None:
+        if min(self.dreams_per_passage, self.max_passages, self.rounds, self.lora_rank, self.opening_words) < 1:
+            raise ValueError("learner.sleep.options.dreaming: dreams_per_passage, max_passages, rounds, lora_rank, opening_words must be >= 1")
+        if min(self.top_k, self.random_keep, self.lora_steps, self.sft_steps_per_round, self.consolidation_steps) < 0:
+            raise ValueError("learner.sleep.options.dreaming: top_k, random_keep and the step counts must be >= 0")
+        if self.temperature <= 0:
+            raise ValueError(f"learner.sleep.options.dreaming.temperature must be > 0, got {self.temperature}")
+        if self.gradient_score not in ("alignment", "norm"):
+            raise ValueError(f"learner.sleep.options.dreaming.gradient_score must be alignment or norm, got {self.gradient_score!r}")
+        try:
+            self.prompt.format(passage="", opening="")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"learner.sleep.options.dreaming.prompt: only {{passage}} and {{opening}} may appear, got {self.prompt!r} ({error})") from None
 
 
 def sft_steps(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps: int, lr: float) -> float:
@@ -54,14 +108,19 @@ def sft_steps(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps: int
     return float(loss.detach())
 
 
-def gradient_scores(model: torch.nn.Module, tokenizer: Any, dreams: list[str], max_length: int) -> list[float]:
-    """Per dream: the L2 norm of the gradient of its SFT loss with respect to every trainable parameter."""
+def loss_gradient(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The gradient of the model's loss on `batch`, flattened over every trainable parameter."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    gradients = torch.autograd.grad(model(**batch).loss, parameters, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gradients, parameters)])
+
+
+def gradient_scores(model: torch.nn.Module, tokenizer: Any, dreams: list[str], max_length: int, direction: torch.Tensor | None = None) -> list[float]:
+    """Per dream: ||g_d||, or <g_d, direction> when a direction (the probes' loss gradient) is given."""
     scores = []
     for dream in dreams:
-        model.zero_grad()
-        model(**encode_pairs(tokenizer, [""], [dream], max_length)).loss.backward()
-        scores.append(float(torch.sqrt(sum((p.grad**2).sum() for p in model.parameters() if p.grad is not None))))
-    model.zero_grad()
+        gradient = loss_gradient(model, encode_pairs(tokenizer, [""], [dream], max_length))
+        scores.append(float(gradient.norm() if direction is None else gradient @ direction))
     return scores
 
 
@@ -79,111 +138,172 @@ def task_score(model: torch.nn.Module, tokenizer: Any, probes: tuple[list[str], 
     return -nll / max(tokens, 1)
 
 
-def lora_improvement(
-    model: torch.nn.Module, tokenizer: Any, dream: str, probes: tuple[list[str], list[str]], *, rank: int, steps: int, lr: float, max_length: int
-) -> float:
-    """tau after fine-tuning an isolated LoRA copy on `dream`, minus tau before; the model is untouched."""
-    before = task_score(model, tokenizer, probes)
-    copy_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGETS, lora_dropout=0.0))
-    sft_steps(copy_model, encode_pairs(tokenizer, [""], [dream], max_length), steps, lr)
-    return task_score(copy_model, tokenizer, probes) - before
+@dataclass(frozen=True)
+class LoraTrial:
+    """How one kept dream is judged: the probes, the reference's tau and the LoRA recipe."""
+
+    probes: tuple[list[str], list[str]]
+    tau_before: float
+    rank: int
+    steps: int
+    lr: float
+    max_length: int
+    threads: int
+
+
+def lora_improvement(reference: torch.nn.Module, tokenizer: Any, dream: str, seed: int, trial: LoraTrial) -> float:
+    """tau after fine-tuning an isolated LoRA copy of `reference` on `dream`, minus tau before.
+
+    Seeded (the LoRA A matrices are random) and run on `trial.threads` threads, so the
+    same dream gets the same number in this process or in a Ray task."""
+    torch.set_num_threads(trial.threads)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        lora = LoraConfig(r=trial.rank, lora_alpha=2 * trial.rank, target_modules=LORA_TARGETS, lora_dropout=0.0)
+        copy_model = get_peft_model(copy.deepcopy(reference), lora)
+        sft_steps(copy_model, encode_pairs(tokenizer, [""], [dream], trial.max_length), trial.steps, trial.lr)
+    return task_score(copy_model, tokenizer, trial.probes) - trial.tau_before
+
+
+def lora_improvements(reference: torch.nn.Module, tokenizer: Any, dreams: list[str], seeds: list[int], trial: LoraTrial, use_ray: bool) -> list[float]:
+    """`lora_improvement` of every dream: fanned out as Ray tasks when `use_ray` and Ray has room."""
+    if use_ray and ray_has_room():
+        import ray
+
+        remote = ray.remote(num_cpus=1)(lora_improvement)
+        reference_ref, tokenizer_ref, trial_ref = ray.put(reference), ray.put(tokenizer), ray.put(trial)
+        return ray.get([remote.remote(reference_ref, tokenizer_ref, d, s, trial_ref) for d, s in zip(dreams, seeds)])
+    threads = torch.get_num_threads()
+    try:
+        return [lora_improvement(reference, tokenizer, d, s, trial) for d, s in zip(dreams, seeds)]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def dream_seed(seed: int, dream: str) -> int:
+    """The LoRA seed of a dream: a function of the run seed and the text alone, so the reward is too."""
+    return seed * 1_000_003 + zlib.crc32(dream.encode())
+
+
+def ray_has_room(min_cpus: float = 2.0) -> bool:
+    """True inside a running Ray with at least `min_cpus` CPUs free (one task at a time gains nothing)."""
+    import ray
+
+    return ray.is_initialized() and ray.available_resources().get("CPU", 0.0) >= min_cpus
 
 
 @dataclass
 class DreamRecord:
     round: int
     passage: str
-    dream: str
+    prompt: str
+    dream: str  # what the model trains on: the prompt's cue + the sample
+    sample: str
     score: float = 0.0
     kept: bool = False
     reward: float = 0.0
     improvement: float = 0.0
 
 
+def render_prompt(template: str, passage: str, opening_words: int) -> tuple[str, str]:
+    """(what the generator is conditioned on, the cue that becomes part of the dream's text)."""
+    opening = " ".join(passage.split()[:opening_words])
+    return template.format(passage=passage, opening=opening), template.replace("{passage}", "").format(opening=opening).strip()
+
+
 class DreamingMixin:
     """The `dream` hook of the `dreaming` sleep stage, for TextLearner subclasses."""
 
-    def dream(
-        self: Any,
-        context: SleepContext,
-        *,
-        dreams_per_passage: int = 2,
-        max_passages: int = 4,
-        top_k: int = 2,
-        random_keep: int = 1,
-        rounds: int = 1,
-        gradient_selection: bool = True,
-        random_expert: bool = True,
-        lora_rank: int = 4,
-        lora_steps: int = 4,
-        lora_lr: float = 1e-2,
-        sft_steps_per_round: int = 4,
-        consolidation_steps: int = 8,
-        lr: float = 3e-3,
-        max_new_tokens: int = 48,
-    ) -> Metrics:
-        if min(dreams_per_passage, max_passages, rounds) < 1 or min(top_k, random_keep) < 0:
-            raise ValueError("learner.sleep.options.dreaming: dreams_per_passage, max_passages, rounds must be >= 1; top_k, random_keep >= 0")
+    def dream(self: Any, context: SleepContext, **options: Any) -> Metrics:
+        opts = stage_options(DreamingOptions, "dreaming", options)
         self.apply_pending_updates()  # wake's pending slow-block gradient lands first: gradient scoring reuses .grad
         generator = self.generator(context.index, salt=11)
-        passages, probes = dream_context(context.experience, max_passages)
+        passages, probes = dream_context(context.experience, self.held_out_rows(context.experience), opts.max_passages)
+        reference = copy.deepcopy(self.model).eval()
+        trial = LoraTrial(
+            probes, task_score(reference, self.tokenizer, probes), opts.lora_rank, opts.lora_steps, opts.lora_lr,
+            self.config.max_length, torch.get_num_threads(),
+        )
+        anchors = self.training_texts(context.experience) if opts.anchor_documents else []
         records: list[DreamRecord] = []
         rewarded: list[DreamRecord] = []
         fractions = []
-        for round_index in range(rounds):
-            prompts = [p for p in passages for _ in range(dreams_per_passage)]
-            if random_expert:
-                with self.model.novelty_routing(generator):
-                    texts = self.sample_texts(prompts, max_new_tokens, generator)
-            else:
-                texts = self.sample_texts(prompts, max_new_tokens, generator)
-            batch = [DreamRecord(round_index, p, t) for p, t in zip(prompts, texts) if t.strip()]
-            scores = gradient_scores(self.model, self.tokenizer, [r.dream for r in batch], self.config.max_length) if gradient_selection else [0.0] * len(batch)
-            kept = select(scores, top_k if gradient_selection else 0, random_keep + (0 if gradient_selection else top_k), generator)
-            for index, record in enumerate(batch):
-                record.score = scores[index]
-            for index in kept:
-                record = batch[index]
-                record.kept = True
-                record.improvement = lora_improvement(
-                    self.model, self.tokenizer, record.dream, probes, rank=lora_rank, steps=lora_steps, lr=lora_lr, max_length=self.config.max_length
-                )
-                record.reward = float(record.improvement > 0)
+        for round_index in range(opts.rounds):
+            batch = self.dream_round(round_index, passages, opts, generator)
+            scores = self.selection_scores(batch, probes, opts)
+            top_k = opts.top_k if opts.gradient_selection else 0
+            kept = select(scores, top_k, opts.random_keep + opts.top_k - top_k, generator)
+            seeds = [dream_seed(self.seed, batch[i].dream) for i in kept]
+            improvements = lora_improvements(reference, self.tokenizer, [batch[i].dream for i in kept], seeds, trial, opts.reward_tasks)
+            for record, score in zip(batch, scores):
+                record.score = score
+            for index, improvement in zip(kept, improvements):
+                batch[index].kept, batch[index].improvement, batch[index].reward = True, improvement, float(improvement > 0)
             rewarded = [batch[i] for i in kept if batch[i].reward > 0]
             fractions.append(len(rewarded) / max(len(kept), 1))
-            if rewarded:  # ReST-EM M-step: the generator imitates its rewarded dreams
-                sft_steps(self.model, encode_pairs(self.tokenizer, [r.passage for r in rewarded], [r.dream for r in rewarded], self.config.max_length), sft_steps_per_round, lr)
+            if rewarded:  # ReST-EM M-step: the generator imitates its rewarded samples
+                self.fit([r.prompt for r in rewarded], [r.sample for r in rewarded], anchors, opts.sft_steps_per_round, opts.lr)
             records += batch
         consolidated = 0.0
         if rewarded:
-            consolidated = sft_steps(self.model, encode_pairs(self.tokenizer, [""] * len(rewarded), [r.dream for r in rewarded], self.config.max_length), consolidation_steps, lr)
+            consolidated = self.fit([""] * len(rewarded), [r.dream for r in rewarded], anchors, opts.consolidation_steps, opts.lr)
         write_dreams(context, records)
+        kept_records = [r for r in records if r.kept]
         return {
             "dreams": float(len(records)),
             **{f"rewarded_fraction/round{i}": fraction for i, fraction in enumerate(fractions)},
-            "mean_improvement": sum(r.improvement for r in records if r.kept) / max(sum(r.kept for r in records), 1),
+            "mean_improvement": sum(r.improvement for r in kept_records) / max(len(kept_records), 1),
             "consolidation_loss": consolidated,
         }
 
+    def fit(self: Any, prompts: list[str], completions: list[str], anchors: list[str], steps: int, lr: float) -> float:
+        """SFT on (prompt -> completion) pairs, next to the experience's own documents when anchored."""
+        batch = encode_pairs(self.tokenizer, prompts + [""] * len(anchors), completions + anchors, self.config.max_length)
+        return sft_steps(self.model, batch, steps, lr)
+
+    def selection_scores(self: Any, batch: list[DreamRecord], probes: tuple[list[str], list[str]], opts: DreamingOptions) -> list[float]:
+        """Gradient scores of the round's dreams (zeros without gradient selection)."""
+        if not opts.gradient_selection:
+            return [0.0] * len(batch)
+        direction = None
+        if opts.gradient_score == "alignment":
+            direction = loss_gradient(self.model, encode_pairs(self.tokenizer, *probes, self.config.max_length))
+        return gradient_scores(self.model, self.tokenizer, [r.dream for r in batch], self.config.max_length, direction)
+
+    def dream_round(self: Any, round_index: int, passages: list[str], opts: DreamingOptions, generator: torch.Generator) -> list[DreamRecord]:
+        """Sample `dreams_per_passage` dreams per passage (with novelty routing if `random_expert`)."""
+        cues = [(p, *render_prompt(opts.prompt, p, opts.opening_words)) for p in passages for _ in range(opts.dreams_per_passage)]
+        prompts = [prompt for _, prompt, _ in cues]
+        if opts.random_expert:
+            with self.model.novelty_routing(generator):
+                samples = self.sample_texts(prompts, opts.max_new_tokens, generator, opts.temperature)
+        else:
+            samples = self.sample_texts(prompts, opts.max_new_tokens, generator, opts.temperature)
+        return [
+            DreamRecord(round_index, passage, prompt, f"{cue} {sample}".strip(), sample)
+            for (passage, prompt, cue), sample in zip(cues, samples)
+            if sample.strip()
+        ]
+
     @torch.no_grad()
-    def sample_texts(self: Any, prompts: list[str], max_new_tokens: int, generator: torch.Generator) -> list[str]:
+    def sample_texts(self: Any, prompts: list[str], max_new_tokens: int, generator: torch.Generator, temperature: float = 1.0) -> list[str]:
         """Sampled continuations of `prompts` ("<s>prompt " -> up to </s>), seeded by `generator`."""
         torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
         batch = self.tokenizer([f"{self.tokenizer.bos_token}{p} " for p in prompts], padding=True, return_tensors="pt", add_special_tokens=False)
         out = self.model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+            **batch, max_new_tokens=max_new_tokens, do_sample=True, top_k=0, top_p=1.0, temperature=temperature,
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
         )
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out[:, batch["input_ids"].size(1) :]]
 
 
-def dream_context(experience: Any, max_passages: int) -> tuple[list[str], tuple[list[str], list[str]]]:
-    """(passages to dream from, tau's probes): the experience's documents and its own QA lines."""
+def dream_context(experience: Any, reward_rows: list[dict[str, str]], max_passages: int) -> tuple[list[str], tuple[list[str], list[str]]]:
+    """(passages to dream from, tau's probes): the experience's documents; the reward rows, else the passages."""
     documents = [row for row in experience.train if not row["prompt"]] or list(experience.train)
     passages = [row["text"] for row in documents][:max_passages]
-    qa = [row for row in experience.train if row["prompt"]]
-    probes = ([r["prompt"] for r in qa], [r["answer"] for r in qa]) if qa else ([""] * len(passages), passages)
-    return passages, probes
+    if reward_rows:
+        return passages, ([r["prompt"] for r in reward_rows], [r["answer"] for r in reward_rows])
+    return passages, ([""] * len(passages), passages)
 
 
 def write_dreams(context: SleepContext, records: list[DreamRecord]) -> None:
@@ -196,7 +316,7 @@ def write_dreams(context: SleepContext, records: list[DreamRecord]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         for record in records:
-            handle.write(json.dumps({"experience": context.index, **record.__dict__}) + "\n")
+            handle.write(json.dumps({"experience": context.index, **asdict(record)}) + "\n")
 
 
 @dataclass

@@ -1,19 +1,34 @@
-"""Dreaming: gradient selection, novelty routing only while dreaming, ReST-EM moves the generator to rewarded dreams."""
+"""Dreaming: gradient selection, novelty routing only while dreaming, rewards, ReST-EM moves the generator to rewarded dreams."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 import somna.learners.lm_dreaming as dreaming
-from somna.learners.base import SleepConfig, SleepContext
+from somna.learners.base import SleepContext
 from somna.learners.lm_learner import answer_nll, encode_pairs
 from somna.learners.lm_model import SleepLM, SleepLMConfig
 from somna.learners.lm_tokenizer import build_byte_tokenizer
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import load_config
 from somna.platform.registry import LEARNERS
+
+
+def tiny_model() -> SleepLM:
+    torch.manual_seed(0)
+    return SleepLM(SleepLMConfig(dim=32, num_heads=2, cms_periods=[1], max_positions=64))
+
+
+def micro_seal(seed: int = 0, *overrides: str):
+    """A micro-preset seal learner that has woken on its first experience."""
+    cfg = load_config("fact-stream-micro", ["learner=seal", f"seed={seed}", "learner.epochs=20", *overrides])
+    curriculum = build_curriculum(cfg)
+    learner = build_learner(cfg, curriculum.info)
+    learner.wake(curriculum[0])
+    return learner, curriculum
 
 
 def test_select_keeps_the_top_scores_plus_random_others():
@@ -24,16 +39,33 @@ def test_select_keeps_the_top_scores_plus_random_others():
     assert kept[:2] == [1, 4] and len(set(kept)) == 4 and set(kept[2:]) <= {0, 2, 3}
 
 
-def test_gradient_score_is_small_for_a_dream_the_model_already_knows():
-    torch.manual_seed(0)
-    tokenizer = build_byte_tokenizer()
-    model = SleepLM(SleepLMConfig(dim=32, num_heads=2, cms_periods=[1], max_positions=64))
+def test_gradient_norm_is_small_for_a_dream_the_model_already_knows():
+    tokenizer, model = build_byte_tokenizer(), tiny_model()
     known = "mila eats plums."
     dreaming.sft_steps(model, encode_pairs(tokenizer, [""], [known], 64), steps=60, lr=1e-2)
     known_score, novel_score = dreaming.gradient_scores(model, tokenizer, [known, "zq vx kk pt"], 64)
     assert known_score < novel_score / 5
-    order = dreaming.select([known_score, novel_score], top_k=1, random_keep=0, generator=torch.Generator())
-    assert order == [1]
+    assert dreaming.select([known_score, novel_score], top_k=1, random_keep=0, generator=torch.Generator()) == [1]
+
+
+def test_alignment_score_is_the_first_order_drop_of_the_probe_loss():
+    """<g_dream, g_probe> = (L_probe(theta) - L_probe(theta - eta g_dream)) / eta as eta -> 0; the on-topic dream wins."""
+    tokenizer, model = build_byte_tokenizer(), tiny_model().double()
+    probes = (["Q: what does mila eat? A:"], ["plums"])
+    dreams = ["Q: what does mila eat? A: plums", "the sky over vora is wide."]
+    probe_batch = encode_pairs(tokenizer, *probes, 64)
+    direction = dreaming.loss_gradient(model, probe_batch)
+    scores = dreaming.gradient_scores(model, tokenizer, dreams, 64, direction)
+    eta = 1e-6
+    for dream, score in zip(dreams, scores):
+        step = dreaming.loss_gradient(model, encode_pairs(tokenizer, [""], [dream], 64))
+        moved = tiny_model().double()
+        moved.load_state_dict(model.state_dict())
+        torch.nn.utils.vector_to_parameters(torch.nn.utils.parameters_to_vector(model.parameters()) - eta * step, moved.parameters())
+        with torch.no_grad():
+            drop = (model(**probe_batch).loss - moved(**probe_batch).loss) / eta
+        assert float(drop) == pytest.approx(score, rel=1e-3)
+    assert dreaming.select(scores, top_k=1, random_keep=0, generator=torch.Generator()) == [0]
 
 
 def test_novelty_routing_changes_the_model_only_while_dreaming():
@@ -51,26 +83,89 @@ def test_novelty_routing_changes_the_model_only_while_dreaming():
     assert torch.equal(model(input_ids=ids).logits, awake) and model.cms[1].novelty_expert is None
 
 
-def test_dream_logs_every_dream_and_rest_em_fits_the_rewarded_ones(tmp_path, monkeypatch):
-    cfg = load_config("fact-stream-micro", ["learner=seal", "learner.epochs=20", "learner.model.dim=64", "learner.lr=0.01"])
-    cfg.learner.sleep = SleepConfig(stages=["dreaming"])
-    curriculum = build_curriculum(cfg)
-    learner = build_learner(cfg, curriculum.info)
-    learner.wake(curriculum[0])
-    monkeypatch.setattr(dreaming, "lora_improvement", lambda *args, **kwargs: 1.0)  # every kept dream is rewarded
+def test_prompt_templates_condition_on_the_passage_and_keep_the_cue():
+    passage = "tone lives in bide. tone eats rice."
+    assert dreaming.render_prompt("Q:", passage, 1) == ("Q:", "Q:")
+    assert dreaming.render_prompt("{passage} Q:", passage, 1) == (f"{passage} Q:", "Q:")
+    assert dreaming.render_prompt("{opening}", passage, 2) == ("tone lives", "tone lives")
+    with pytest.raises(ValueError, match="prompt"):
+        dreaming.DreamingOptions(prompt="{answer}")
+
+
+def test_held_out_qa_lines_are_never_read_in_wake_and_are_the_reward_probes():
+    overrides = ["learner.reward_holdout=0.5", "curriculum.probe_overlap=1.0"]
+    learner, curriculum = micro_seal(0, *overrides)
+    experience = curriculum[0]
+    qa = [row for row in experience.train if row["prompt"]]
+    held = learner.held_out_rows(experience)
+    assert len(held) == len(qa) // 2 > 0 and all(row in qa for row in held)
+    read = learner.training_texts(experience)
+    assert not {row["text"] for row in held} & set(read) and len(read) == len(experience.train) - len(held)
+    _, probes = dreaming.dream_context(experience, held, max_passages=4)
+    assert probes == ([r["prompt"] for r in held], [r["answer"] for r in held])  # tau never reads experience.test
+    for name in ("finetune-no-dream", "replay", "in-context"):  # every learner of a comparison reads the same lines
+        other = build_learner(load_config("fact-stream-micro", [f"learner={name}", *overrides]), curriculum.info)
+        assert other.held_out_rows(experience) == held and len(other.training_texts(experience)) == len(read)
+    assert micro_seal(0, "curriculum.probe_overlap=1.0")[0].held_out_rows(experience) == []  # default: nothing held out
+
+
+def test_dream_logs_every_dream_and_the_m_step_fits_the_rewarded_ones(tmp_path, monkeypatch):
+    learner, curriculum = micro_seal(0, "learner.model.dim=64", "learner.lr=0.01")
+    monkeypatch.setattr(dreaming, "lora_improvements", lambda reference, tokenizer, dreams, *args: [1.0] * len(dreams))
     before = {k: v.clone() for k, v in learner.model.state_dict().items()}
     metrics = learner.dream(
-        SleepContext(curriculum[0], 2, seed=0, artifacts_dir=tmp_path), top_k=2, random_keep=1, max_new_tokens=16, consolidation_steps=0
+        SleepContext(curriculum[0], 2, seed=0, artifacts_dir=tmp_path), top_k=2, random_keep=1, rounds=1, max_new_tokens=16, consolidation_steps=0
     )
     records = [json.loads(line) for line in (tmp_path / "dreams.jsonl").read_text().splitlines()]
     kept = [r for r in records if r["kept"]]
     assert len(records) == metrics["dreams"] and len(kept) == 3 and all(r["reward"] == 1.0 for r in kept)
     assert metrics["rewarded_fraction/round0"] == 1.0
-    rewarded = ([r["passage"] for r in kept], [r["dream"] for r in kept])
+    assert all(r["dream"] == f"{r['prompt']} {r['sample']}" for r in records)  # the cue "Q:" is part of the dream
+    rewarded = ([r["prompt"] for r in kept], [r["sample"] for r in kept])
     after_nll = answer_nll(learner.model, learner.tokenizer, *rewarded)[0]
     learner.model.load_state_dict(before)
     assert after_nll < answer_nll(learner.model, learner.tokenizer, *rewarded)[0]  # the M-step fitted them
 
 
+def test_rest_em_raises_the_rewarded_fraction_over_two_rounds():
+    """Same seed, same first round; only the M-step differs. Real LoRA rewards throughout.
+
+    Rewards are a function of the dream's text (fixed reference, text-seeded LoRA), so a
+    generator fitted to its rewarded dreams writes more of them. Over seeds 0-5 the
+    round-1 fraction with the M-step was >= the control's on all six seeds and > on four,
+    and above round 0 on five."""
+    options = {"rounds": 2, "max_new_tokens": 24, "lr": 0.01}
+
+    def fractions(m_steps: int) -> tuple[float, float]:
+        learner, curriculum = micro_seal(0)
+        metrics = learner.dream(SleepContext(curriculum[0], 2, seed=0), sft_steps_per_round=m_steps, **options)
+        return metrics["rewarded_fraction/round0"], metrics["rewarded_fraction/round1"]
+
+    first, with_m_step = fractions(30)
+    control_first, control = fractions(0)
+    assert first == control_first
+    assert with_m_step > first and with_m_step > control
+
+
+def test_lora_rewards_are_the_same_as_parallel_ray_tasks(ray_session):
+    learner, curriculum = micro_seal(0)
+    held = learner.held_out_rows(curriculum[0])
+    _, probes = dreaming.dream_context(curriculum[0], held, max_passages=4)
+    trial = dreaming.LoraTrial(probes, dreaming.task_score(learner.model, learner.tokenizer, probes), 4, 4, 1e-3, 128, 1)
+    dreams = ["Q: what is it? A: red", "zonu eats rice.", "Q: who? A: pira"]
+    seeds = [dreaming.dream_seed(0, d) for d in dreams]
+    assert dreaming.ray_has_room()
+    in_ray = dreaming.lora_improvements(learner.model, learner.tokenizer, dreams, seeds, trial, True)
+    here = dreaming.lora_improvements(learner.model, learner.tokenizer, dreams, seeds, trial, False)
+    assert in_ray == here and len(set(here)) == 3
+
+
 def test_dreaming_learners_are_registered_for_text():
     assert {"text"} <= set(LEARNERS.modalities("seal")) and {"text"} <= set(LEARNERS.modalities("finetune-no-dream"))
+
+
+def test_unknown_dreaming_option_is_a_one_line_error():
+    learner, curriculum = micro_seal(0)
+    with pytest.raises(ValueError, match="unknown option.*bogus"):
+        learner.dream(SleepContext(curriculum[0], 2, seed=0), bogus=1)
+
