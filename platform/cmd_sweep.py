@@ -16,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="sweep folder, one run directory per trial (default: runs/sweep-<config>)")
     parser.add_argument("--address", help="join a Ray cluster (auto or ray://host:port) instead of starting a local Ray")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all of this machine's)")
+    parser.add_argument("--variants", type=Path, help="YAML file mapping row labels to override lists (an ablation table); each runs with every grid point")
     parser.add_argument("--by", help="comma-separated config keys to group the final table by (default: the grid keys except seed)")
     parser.set_defaults(func=_sweep)
 
@@ -23,11 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from somna.evals.compare import comparison_table
     from somna.evals.document import markdown_table
-    from somna.platform.sweep import run_sweep  # imports Ray: only when a sweep really runs
+    from somna.platform.sweep import load_variants, run_sweep  # imports Ray: only when a sweep really runs
 
     out_dir = args.out or Path("runs") / f"sweep-{Path(args.config).stem}"
     by = [key.strip() for key in args.by.split(",") if key.strip()] if args.by else None
-    comparison, paths, failed = run_sweep(args.config, args.overrides, out_dir, address=args.address, num_cpus=args.num_cpus, by=by)
+    variants = load_variants(args.variants) if args.variants else None
+    comparison, paths, failed = run_sweep(args.config, args.overrides, out_dir, address=args.address, num_cpus=args.num_cpus, by=by, variants=variants)
     if comparison is not None:
         print(markdown_table(comparison_table(comparison)))
         print(f"written: {paths['md']}, {paths['csv']}, {paths['png']}")

@@ -72,6 +72,7 @@ class LoggingConfig:
 @dataclass
 class RunConfig:
     name: str | None = None  # run directory name (default: <curriculum>-<learner>-s<seed>)
+    variant: str | None = None  # a label for this configuration in tables (`somna sweep --variants` sets it)
     storage_path: str = "runs"  # where run directories go: a path, or a URI (s3://, gs://, file://...)
     seed: int = 0
     scenario: str | None = None  # class | task | domain (default: the curriculum's)

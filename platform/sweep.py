@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
+import yaml
 from omegaconf import DictConfig
 from ray import tune
 
@@ -73,13 +75,36 @@ def parse_grid(arguments: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     return fixed, axes
 
 
-def expand(fixed: list[str], axes: dict[str, list[str]], out_dir: Path) -> list[Trial]:
-    """The cartesian product of the axes, in the order given."""
+def load_variants(path: Path) -> dict[str, list[str]]:
+    """A variants file: a YAML mapping of label -> list of overrides (an ablation table's rows)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError:
+        raise ConfigError(f"variants file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{path} must map variant labels to lists of overrides")
+    variants = {}
+    for label, overrides in data.items():
+        overrides = overrides or []
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", str(label)) or not isinstance(overrides, list):
+            raise ConfigError(f"{path}: variant {label!r} needs a label of letters, digits, _.+- and a list of overrides")
+        variants[str(label)] = [str(item) for item in overrides]
+    return variants
+
+
+def expand(fixed: list[str], axes: dict[str, list[str]], out_dir: Path, variants: dict[str, list[str]] | None = None) -> list[Trial]:
+    """Every variant (or just the fixed overrides) times the cartesian product of the axes, in the order given.
+
+    A variant's overrides come after the fixed ones, and `variant=<label>` records it in the run's config."""
     trials = []
-    for combination in itertools.product(*axes.values()):
-        grid = [f"{key}={value}" for key, value in zip(axes, combination)]
-        name = ",".join(grid).replace("/", "_") or "default"
-        trials.append(Trial(name, out_dir / name, tuple(fixed + grid)))
+    for label, overrides in (variants or {None: []}).items():
+        for combination in itertools.product(*axes.values()):
+            grid = [f"{key}={value}" for key, value in zip(axes, combination)]
+            tag = [f"variant={label}"] if label is not None else []
+            name = ",".join(tag + grid).replace("/", "_") or "default"
+            trials.append(Trial(name, out_dir / name, tuple(fixed + overrides + tag + grid)))
     return trials
 
 
@@ -121,6 +146,7 @@ def run_sweep(
     address: str | None = None,
     num_cpus: int | None = None,
     by: list[str] | None = None,
+    variants: dict[str, list[str]] | None = None,
 ) -> tuple[Any, dict[str, Path], list[str]]:
     """Run every unfinished trial on Ray Tune, then compare all trials.
 
@@ -131,7 +157,7 @@ def run_sweep(
         source = str(Path(source).resolve())  # Tune runs trials in other working directories
     out_dir = Path(out_dir).resolve()
     fixed, axes = parse_grid(arguments)
-    trials = expand(fixed, axes, out_dir)
+    trials = expand(fixed, axes, out_dir, variants)
     states = {trial.name: trial_state(trial, load_config(source, list(trial.overrides))) for trial in trials}
     pending = [trial for trial in trials if states[trial.name] != "done"]
     for trial in trials:
@@ -141,7 +167,7 @@ def run_sweep(
     failed = _tune(source, pending, states, out_dir, address, num_cpus) if pending else []
 
     finished = [trial.run_dir for trial in trials if trial.name not in failed]
-    group_keys = by or [key for key in axes if key != "seed"] or ["learner"]
+    group_keys = by or (["variant"] if variants else []) + [key for key in axes if key != "seed"] or ["learner"]
     comparison, paths = compare(finished, by=group_keys, out_dir=out_dir) if finished else (None, {})
     return comparison, paths, failed
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from somna.platform.config import ConfigError, load_config, to_yaml
-from somna.platform.sweep import expand, parse_grid, run_sweep, split_values, trial_state
+from somna.platform.sweep import expand, load_variants, parse_grid, run_sweep, split_values, trial_state
 
 TINY = ["learner.epochs=1", "learner.hidden=[16]", "curriculum.num_experiences=2"]
 
@@ -31,6 +31,23 @@ def test_grid_expansion_names_trials_from_grid_overrides(tmp_path):
         parse_grid(["seed"])
     with pytest.raises(ConfigError, match="empty value"):
         parse_grid(["seed=0,,1"])
+
+
+def test_variants_are_table_rows_times_the_grid_and_recorded_in_the_config(tmp_path):
+    path = tmp_path / "rows.yaml"
+    path.write_text("base: []\nwide: ['learner.hidden=[64]', learner.lr=0.1]\n")
+    variants = load_variants(path)
+    trials = expand(["learner.epochs=1"], {"seed": ["0", "1"]}, tmp_path, variants)
+    assert [t.name for t in trials] == ["variant=base,seed=0", "variant=base,seed=1", "variant=wide,seed=0", "variant=wide,seed=1"]
+    assert trials[2].overrides == ("learner.epochs=1", "learner.hidden=[64]", "learner.lr=0.1", "variant=wide", "seed=0")
+    cfg = load_config("split-digits", list(trials[2].overrides))
+    assert cfg.variant == "wide" and list(cfg.learner.hidden) == [64]
+    for text, message in [("[a, b]", "must map"), ("'a b': []", "needs a label"), ("a: x=1", "needs a label"), ("a: [", "not valid YAML")]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_variants(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_variants(tmp_path / "missing.yaml")
 
 
 def _finished_trial_dir(run_dir, cfg, acc: float) -> None:
