@@ -11,9 +11,9 @@ the accuracy matrices are read back and summarised. Rows:
   sleep -expansion        stages = [knowledge-seeding]
   in-context              ceiling: the passage is in the prompt at test time
 
-    .venv/bin/python docs/scripts/lm_table.py [--seeds 0 1 2] [--jobs 2] [--tables ablation language dreaming] [--out FILE]
+    .venv/bin/python docs/scripts/lm_table.py [--seeds 0 1 2] [--jobs 2] [--tables ablation language] [--out FILE]
 
-The dreaming table (issue 6, the shape of the paper's Table 3) adds the `dreaming` stage to the sleep learner.
+The dreaming table comes from `somna sweep` instead: see docs/scripts/dreaming_table.py.
 """
 
 from __future__ import annotations
@@ -41,17 +41,6 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "in-context (ceiling)": ("in-context", []),
 }
 LANGUAGE_ROWS = ("finetune", "replay", "opsd", "sleep")
-WITH_DREAMS = "learner.sleep.stages=[expansion,knowledge-seeding,dreaming]"
-DREAM_ROWS: dict[str, tuple[str, list[str]]] = {
-    "finetune-no-dream": ("finetune-no-dream", []),
-    "seal": ("seal", []),
-    "sleep (with dreaming)": ("sleep", [WITH_DREAMS]),
-    "sleep −gradient selection": ("sleep", [WITH_DREAMS, "learner.sleep.options.dreaming.gradient_selection=false"]),
-    "sleep −random expert": ("sleep", [WITH_DREAMS, "learner.sleep.options.dreaming.random_expert=false"]),
-    "sleep −dreaming": ("sleep", []),
-}
-
-
 def run_one(job: tuple[str, str, list[str], int, str]) -> tuple[np.ndarray, np.ndarray, float]:
     """(baseline row b, accuracy matrix R, wall seconds) of one run."""
     from somna.platform.config import load_config
@@ -111,32 +100,18 @@ def language_table(results: dict[str, list[tuple[np.ndarray, np.ndarray, float]]
     return "\n".join(lines)
 
 
-def dreaming_table(results: dict[str, list[tuple[np.ndarray, np.ndarray, float]]]) -> str:
-    """Shape of the paper's Table 3: no-context QA after one passage batch (R[0,0]) and after the stream (ACC)."""
-    lines = ["| knowledge incorporation | after first experience | after the stream (ACC) | BWT | run time (s) |", "|---|---:|---:|---:|---:|"]
-    base = next(iter(results.values()))
-    lines.append(f"| base | {fmt([b[0] for b, _, _ in base])} | {fmt([b.mean() for b, _, _ in base])} | — | — |")
-    for label, runs in results.items():
-        lines.append(
-            f"| {label} | {fmt([R[0, 0] for _, R, _ in runs])} | {fmt([metrics.acc(R) for _, R, _ in runs])} | "
-            f"{fmt([metrics.bwt(R) for _, R, _ in runs])} | {np.mean([t for _, _, t in runs]):.0f} |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs", default="runs/lm-table")
     parser.add_argument("--out", default="docs/lm_results.md")
-    parser.add_argument("--tables", nargs="+", default=["ablation", "language"], choices=["ablation", "language", "dreaming"])
+    parser.add_argument("--tables", nargs="+", default=["ablation", "language"], choices=["ablation", "language"])
     args = parser.parse_args()
 
     groups = {  # table -> (preset, rows label -> (learner, overrides), formatter)
         "ablation": ("fact-stream", FACT_ROWS, fact_stream_table),
         "language": ("new-language", {name: (name, []) for name in LANGUAGE_ROWS}, language_table),
-        "dreaming": ("fact-stream", DREAM_ROWS, dreaming_table),
     }
     jobs = {}
     for table in args.tables:

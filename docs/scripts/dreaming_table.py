@@ -1,0 +1,75 @@
+"""The knowledge-incorporation table (the shape of the paper's Table 3) from a `somna sweep --variants` folder.
+
+    somna sweep fact-stream-dreaming --variants docs/dreaming_variants.yaml seed=0,1,2 --out runs/dreaming
+    .venv/bin/python docs/scripts/dreaming_table.py runs/dreaming [--out docs/dreaming_results.md]
+
+Columns, mean ± 95% CI over seeds: "single passage batch" = mean_j R[j, j], the
+no-context QA accuracy on an experience's passages right after reading them (the
+sweep's `plasticity`); "after the stream" = ACC, the final row's mean (the
+continued-pretraining setting); BWT. "base" is the untrained model: the runs'
+`init` row. Rows follow the variants file's order. The table replaces the text
+between the `lm_table:dreaming` markers of --out (docs/lm_results.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from somna.evals import metrics
+from somna.evals.compare import find_runs
+from somna.evals.rundir import load_run
+from somna.evals.stats import mean_ci
+
+from lm_table import write_between_markers  # this script's folder is on sys.path when it runs
+
+
+def fmt(values: list[float]) -> str:
+    return mean_ci(values).format(3)
+
+
+def table(sweep_dir: Path, variants_file: Path) -> str:
+    order = list(yaml.safe_load(variants_file.read_text()))
+    runs: dict[str, list] = defaultdict(list)
+    for path in find_runs([sweep_dir]):
+        run = load_run(path)
+        if run.summary is not None:
+            runs[run.config.get("variant")].append(run)
+    missing = [label for label in order if not runs.get(label)]
+    if missing:
+        raise SystemExit(f"no finished runs for variant(s) {', '.join(missing)} in {sweep_dir}")
+    seeds = sorted({run.config["seed"] for group in runs.values() for run in group})
+    base = [run.baseline for run in runs[order[0]]]
+    lines = [
+        f"Seeds {', '.join(map(str, seeds))}; mean ± 95% CI (Student t); `somna sweep fact-stream-dreaming --variants docs/dreaming_variants.yaml`.",
+        "",
+        "| knowledge incorporation | single passage batch | after the stream (ACC) | BWT |",
+        "|---|---:|---:|---:|",
+        f"| base | {fmt([float(np.mean(b)) for b in base])} | {fmt([float(np.mean(b)) for b in base])} | — |",
+    ]
+    for label in order:
+        matrices = [run.square() for run in runs[label]]
+        lines.append(
+            f"| {label} | {fmt([metrics.plasticity(R) for R in matrices])} | {fmt([metrics.acc(R) for R in matrices])} "
+            f"| {fmt([metrics.bwt(R) for R in matrices])} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--variants", type=Path, default=Path("docs/dreaming_variants.yaml"))
+    parser.add_argument("--out", type=Path, default=Path("docs/lm_results.md"))
+    args = parser.parse_args()
+    block = table(args.sweep_dir, args.variants)
+    print(block)
+    write_between_markers(args.out, block, "dreaming")
+
+
+if __name__ == "__main__":
+    main()
