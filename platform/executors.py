@@ -126,6 +126,7 @@ class RayExecutor:
         self._experience_refs = [ray.put(experience) for experience in curriculum]
         self._info_ref = ray.put(curriculum.info)
         self._evaluate = ray.remote(evaluate_state).options(**_ray_resources(cfg.resources.eval))
+        self._warm_up = ray.remote(_node_id).options(**_ray_resources(cfg.resources.eval))
 
     def start(self, state: dict[str, torch.Tensor] | None, name: str | None = None) -> None:
         """(Re)create the learner actor from `state`; `name` lets tools find it with ray.get_actor."""
@@ -133,6 +134,7 @@ class RayExecutor:
             self.ray.kill(self.actor)
         actor_cls = self.ray.remote(LearnerHost).options(name=name, **_ray_resources(self.cfg.resources.wake))
         self.actor = actor_cls.remote(self.cfg_dict, state)
+        self._warm_up.remote()  # an evaluation worker imports torch and somna while the actor does
 
     def wake(self, experience: int) -> tuple[Metrics, str]:
         return self.ray.get(self.actor.wake.remote(experience))

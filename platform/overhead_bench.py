@@ -61,10 +61,41 @@ def _row(name: str, overrides: list[str], folder: Path) -> str:
     )
 
 
+def fixed_cost_breakdown() -> list[str]:
+    """Time each start-up step of the Ray executor on its own: where the fixed cost goes."""
+    import ray
+    from omegaconf import OmegaConf
+
+    from somna.platform.builders import build_curriculum
+    from somna.platform.executors import LearnerHost, connect_ray, evaluate_state
+
+    cfg = load_config("split-digits", ["executor=ray", "logging.progress=false"])
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    curriculum = build_curriculum(cfg)
+    steps: list[tuple[str, float]] = []
+
+    def timed(label: str, action) -> object:
+        started = time.perf_counter()
+        result = action()
+        steps.append((label, time.perf_counter() - started))
+        return result
+
+    started_ray = timed("start the embedded Ray (ray.init)", lambda: connect_ray(cfg))
+    actor = ray.remote(LearnerHost).remote(cfg_dict)
+    state = timed("learner actor: new process, imports, curriculum, learner", lambda: ray.get(actor.state_dict.remote()))
+    evaluate = ray.remote(evaluate_state)
+    refs = (ray.put(curriculum.info), ray.put(state), ray.put(curriculum[0]))
+    timed("first evaluation task (cold worker: imports, rebuild)", lambda: ray.get(evaluate.remote(cfg_dict, *refs)))
+    timed("next evaluation task (warm worker)", lambda: ray.get(evaluate.remote(cfg_dict, *refs)))
+    timed("stop the actor and Ray (ray.shutdown)", lambda: (ray.kill(actor), started_ray and ray.shutdown()))
+    return [f"| {label} | {seconds:.2f} |" for label, seconds in steps]
+
+
 def run(quick: bool = False) -> str:
     workloads = {"demo (finetune, 2 epochs)": ["learner.epochs=2"]} if quick else WORKLOADS
     with tempfile.TemporaryDirectory() as folder:
         rows = [_row(name, overrides, Path(folder) / str(i)) for i, (name, overrides) in enumerate(workloads.items())]
+    breakdown = fixed_cost_breakdown()
     return "\n".join(
         [
             "### Ray executor vs inline on split-digits (5 experiences, same process, one after the other)",
@@ -76,5 +107,11 @@ def run(quick: bool = False) -> str:
             "Fixed Ray cost = starting the embedded Ray, the learner actor and the evaluation workers (each a "
             "fresh Python importing torch and somna) and shutting them down; overhead per experience = the "
             "extra wake + sleep + evaluation time of the Ray run, from both runs' metrics.jsonl timings.",
+            "",
+            "Where the fixed cost goes (each step timed on its own, split-digits demo config):",
+            "",
+            "| start-up step | s |",
+            "|---|---:|",
+            *breakdown,
         ]
     )
