@@ -44,7 +44,9 @@ class Checkpoint:
     meta: Path
 
     def problem(self) -> str | None:
-        """Why this checkpoint cannot be trusted (missing, unreadable metadata, sha256 mismatch), else None."""
+        """Why this checkpoint cannot be trusted (missing, unreadable metadata, no or a wrong sha256), else None.
+
+        The loop's resume (platform/rundir.py) and `somna eval --reevaluate` both load through this."""
         if not self.tensors.is_file():
             return f"{self.tensors}: missing"
         if not self.meta.is_file():
@@ -53,8 +55,9 @@ class Checkpoint:
             expected = json.loads(self.meta.read_text()).get("sha256")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
             return f"{self.meta}: unreadable metadata ({error})"
-        actual = hashlib.sha256(self.tensors.read_bytes()).hexdigest()
-        if expected and expected != actual:
+        if not expected:
+            return f"{self.meta}: no sha256 recorded"
+        if hashlib.sha256(self.tensors.read_bytes()).hexdigest() != expected:
             return f"{self.tensors}: sha256 mismatch (corrupt file)"
         return None
 

@@ -24,14 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from somna.evals.rundir import Checkpoint
+
 COMMIT_EVENT = "experience_end"
-
-
-class CorruptCheckpointError(RuntimeError):
-    """A checkpoint whose bytes do not match its recorded checksum (or cannot be parsed)."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -155,17 +152,8 @@ class RunDirectory:
         atomic_write(path.with_suffix(".json"), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
 
     def load_checkpoint(self, experience: int) -> dict[str, torch.Tensor]:
-        """The verified tensors of a checkpoint, or CorruptCheckpointError naming the file."""
+        """The verified tensors of a checkpoint, or CheckpointError naming the file and the reason.
+
+        The verification is the one `somna eval` uses (somna.evals.rundir.Checkpoint)."""
         path = self.checkpoint_path(experience)
-        meta_path = path.with_suffix(".json")
-        try:
-            meta = json.loads(meta_path.read_text())
-            data = path.read_bytes()
-        except (OSError, json.JSONDecodeError) as error:
-            raise CorruptCheckpointError(f"checkpoint {path} is missing or unreadable ({error})") from None
-        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-            raise CorruptCheckpointError(f"checkpoint {path} is corrupt (checksum mismatch)")
-        try:
-            return load_safetensors(data)
-        except Exception as error:  # safetensors raises its own error types
-            raise CorruptCheckpointError(f"checkpoint {path} cannot be parsed ({error})") from None
+        return Checkpoint(experience, path, path.with_suffix(".json")).load()

@@ -20,11 +20,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from somna.evals.metrics import summarize
+from somna.evals.rundir import CheckpointError
 from somna.evals.tracking import make_sinks
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import ConfigError, to_yaml
 from somna.platform.executors import actor_died_errors, make_executor
-from somna.platform.rundir import COMMIT_EVENT, CorruptCheckpointError, RunDirectory, committed
+from somna.platform.rundir import COMMIT_EVENT, RunDirectory, committed
 
 __all__ = ["build_curriculum", "build_learner", "run", "RunProgress"]
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def _restore(directory: RunDirectory, upto: int | None = None) -> tuple[int, dic
     for experience in range(committed - 1, -1, -1):
         try:
             state = directory.load_checkpoint(experience)
-        except CorruptCheckpointError as error:
+        except CheckpointError as error:
             log.warning("%s; falling back to the previous checkpoint", error)
             continue
         directory.truncate_uncommitted(experience + 1)

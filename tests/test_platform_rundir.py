@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from somna.platform.rundir import CorruptCheckpointError, RunDirectory, atomic_write
+from somna.evals.rundir import CheckpointError
+from somna.platform.rundir import RunDirectory, atomic_write
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
@@ -26,10 +29,14 @@ def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(CorruptCheckpointError, match="exp-0000.safetensors is corrupt"):
+    with pytest.raises(CheckpointError, match="exp-0000.safetensors: sha256 mismatch"):
         directory.load_checkpoint(0)
-    with pytest.raises(CorruptCheckpointError, match="missing or unreadable"):
+    with pytest.raises(CheckpointError, match="exp-0001.safetensors: missing"):
         directory.load_checkpoint(1)
+    meta = directory.checkpoint_path(0).with_suffix(".json")
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "sha256"}))
+    with pytest.raises(CheckpointError, match="no sha256 recorded"):
+        directory.load_checkpoint(0)
 
 
 def test_events_commit_point_and_torn_line(tmp_path):
