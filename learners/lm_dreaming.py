@@ -17,15 +17,17 @@ none are held out; test probes are never read), one ReST-EM round is:
      the score is the first-order drop of the probe loss from one SGD step on the dream
      (divided by the step size) — a cheap predictor of the reward; "norm" = ||g_d||, how
      much the dream would teach at all (a dream the model already predicts scores ~0,
-     but so does nothing else stop noise from scoring highest). Keep the top-k plus b
+     but pure noise scores highest). Keep the top-k plus b
      random ones; without `gradient_selection`, k + b random ones.
   3. reward: each kept dream fine-tunes an isolated PEFT LoRA copy of the model as it
      went to sleep (the reference; LoRA on every CMS MLP and attention projection);
      reward = 1 if tau improves (the improvement is logged too). Judging every round
      against the same reference keeps the reward a fixed function of the dream, the
      E-step target of ReST-EM (each copy's LoRA init is seeded by the dream's text,
-     so a dream sampled again in a later round earns the same reward). Copies run as parallel Ray tasks when Ray has room
-     for two or more, else one after another, with the same numbers.
+     so a dream sampled again in a later round earns the same reward). Copies are
+     split across the ranks of a Ray Train sleep (resources.sleep.workers), else run
+     as parallel Ray tasks when Ray has room for two or more, else one after
+     another — with the same numbers every way.
   4. M-step: supervised fine-tuning of the generator (the model itself) on
      (prompt -> rewarded sample).
 After the rounds the model consolidates by SFT on the last round's rewarded dreams.
@@ -46,6 +48,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from somna.learners.base import Metrics, SleepConfig, SleepContext, stage_options
+from somna.learners.distributed import DataParallel
 from somna.learners.lm_baselines import FinetuneLM
 from somna.learners.lm_learner import TextLearner, TextLearnerConfig, answer_nll, encode_pairs
 from somna.platform.registry import register_learner
@@ -104,6 +107,7 @@ def sft_steps(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps: int
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    optimizer.zero_grad()
     model.eval()
     return float(loss.detach())
 
@@ -166,7 +170,13 @@ def lora_improvement(reference: torch.nn.Module, tokenizer: Any, dream: str, see
 
 
 def lora_improvements(reference: torch.nn.Module, tokenizer: Any, dreams: list[str], seeds: list[int], trial: LoraTrial, use_ray: bool) -> list[float]:
-    """`lora_improvement` of every dream: fanned out as Ray tasks when `use_ray` and Ray has room."""
+    """`lora_improvement` of every dream: split across the ranks of a Ray Train sleep, else fanned out
+    as Ray tasks when `use_ray` and Ray has room, else one after another."""
+    ranks = DataParallel()
+    if ranks.world_size > 1:
+        (mine,) = ranks.shard(torch.arange(len(dreams)))
+        local = [lora_improvement(reference, tokenizer, dreams[i], seeds[i], trial) for i in mine.tolist()]
+        return ranks.gather(torch.tensor(local, dtype=torch.float64), len(dreams)).tolist()
     if use_ray and ray_has_room():
         import ray
 

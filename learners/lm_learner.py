@@ -90,6 +90,10 @@ class TextLearner(Learner):
 
     Config = TextLearnerConfig
     modality = "text"
+    # May sleep on Ray Train workers (learners/distributed.py): the state dict carries wake's pending
+    # update; TRL's trainers shard their batches through accelerate, dreaming shards its LoRA trials,
+    # and the other sleep loops run replicated (same seeds, same floats on every rank).
+    data_parallel_sleep = True
 
     def __init__(self, config: Any, info: Any, seed: int):
         super().__init__(config, info, seed)
@@ -141,9 +145,14 @@ class TextLearner(Learner):
         core = [p for p in self.model.parameters() if id(p) not in in_blocks]
         return [(self.config.core_period, core)] + list(zip(self.config.model.cms_periods, blocks))
 
+    def new_optimizers(self) -> list[tuple[int, torch.optim.Optimizer]]:
+        """One Adam per parameter group, with the group's update period (fresh every wake)."""
+        return [(period, torch.optim.Adam(params, lr=self.config.lr)) for period, params in self.parameter_groups()]
+
     def wake(self, experience: Any) -> Metrics:
         texts = self.training_texts(experience)
-        self._optimizers = [(period, torch.optim.Adam(params, lr=self.config.lr)) for period, params in self.parameter_groups()]
+        self.model.zero_grad(set_to_none=True)  # a sleep stage's last backward must not add to wake's first update
+        self._optimizers = self.new_optimizers()
         generator = self.generator(experience.index)
         self.model.train()
         total, steps = 0.0, 0
@@ -233,8 +242,44 @@ class TextLearner(Learner):
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {f"model.{k}": v.detach().clone() for k, v in self.model.state_dict().items()}
         state["step"] = self.step.clone()
-        return state
+        return state | self.pending_state()
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
         self.step = state["step"].clone()
+        self.load_pending_state(state)
+
+    def pending_state(self) -> dict[str, torch.Tensor]:
+        """Wake's update not yet applied: the summed gradients and each group's Adam moments.
+
+        Empty once sleep has applied it (so checkpoints, written after sleep, never hold it);
+        between wake and sleep it lets a learner rebuilt from the state dict (a Ray Train
+        sleep worker) consolidate exactly the update the woken learner would have."""
+        if self._optimizers is None:
+            return {}
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        state = {"pending.active": torch.ones(())}
+        for _, optimizer in self._optimizers:
+            for parameter in optimizer.param_groups[0]["params"]:
+                name = names[id(parameter)]
+                if parameter.grad is not None:
+                    state[f"pending.grad.{name}"] = parameter.grad.detach().clone()
+                state |= {f"pending.adam.{key}.{name}": value.clone() for key, value in optimizer.state.get(parameter, {}).items()}
+        return state
+
+    def load_pending_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore `pending_state` (or drop a stale one: loaded weights make old gradients meaningless)."""
+        self.model.zero_grad(set_to_none=True)
+        self._optimizers = None
+        if "pending.active" not in state:
+            return
+        self._optimizers = self.new_optimizers()
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        for _, optimizer in self._optimizers:
+            for parameter in optimizer.param_groups[0]["params"]:
+                name = names[id(parameter)]
+                if f"pending.grad.{name}" in state:
+                    parameter.grad = state[f"pending.grad.{name}"].clone()
+                moments = {key: state[f"pending.adam.{key}.{name}"].clone() for key in ("step", "exp_avg", "exp_avg_sq") if f"pending.adam.{key}.{name}" in state}
+                if moments:
+                    optimizer.state[parameter] = moments

@@ -119,3 +119,35 @@ def test_in_context_reads_the_passage_in_training_and_at_test_time():
     texts = learner.training_texts(curriculum[0])
     assert f"{row['context']} {row['text']}" in texts  # QA lines are trained in the reading format
     assert set(curriculum[0].train.filter(lambda r: not r["prompt"])["text"]) <= set(texts)  # passages as they are
+
+
+def test_the_pending_wake_update_travels_in_the_state_dict_until_sleep_applies_it():
+    """A learner rebuilt between wake and sleep (a Ray Train sleep worker) applies the same update."""
+    cfg = load_config("fact-stream-micro", ["learner.epochs=1", "learner.model.cms_periods=[1,4]"])
+    curriculum = build_curriculum(cfg)
+    woken = build_learner(cfg, curriculum.info)
+    before = params(woken.model)
+    woken.wake(curriculum[0])  # one step: the period-4 block has a summed gradient, not yet applied
+    state = woken.state_dict()
+    assert "pending.active" in state and any(k.startswith("pending.grad.") and ".cms.1." in k for k in state)
+    rebuilt = build_learner(cfg, curriculum.info)
+    rebuilt.load_state_dict(state)
+    woken.apply_pending_updates()
+    rebuilt.apply_pending_updates()
+    assert any(".cms.1." in f".{name}" for name in changed(before, woken.model))
+    assert all(torch.equal(value, params(rebuilt.model)[name]) for name, value in params(woken.model).items())
+    assert not any(k.startswith("pending.") for k in woken.state_dict())  # applied: checkpoints never hold it
+    woken.wake(curriculum[1])
+    woken.load_state_dict(rebuilt.state_dict())  # loading a state without a pending update drops the stale one
+    assert woken._optimizers is None and all(p.grad is None for p in woken.model.parameters())
+
+
+def test_a_wake_starts_from_no_gradient_whatever_the_sleep_left():
+    """Gradients a sleep stage leaves on the parameters must not leak into the next wake's first update."""
+    cfg, curriculum, clean = setup("learner.epochs=1", stages=[])
+    dirty = build_learner(cfg, curriculum.info)
+    for parameter in dirty.model.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    clean.wake(curriculum[0])
+    dirty.wake(curriculum[0])
+    assert all(torch.equal(value, params(dirty.model)[name]) for name, value in params(clean.model).items())

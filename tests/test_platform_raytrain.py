@@ -63,7 +63,11 @@ def test_bad_sleep_worker_settings_are_config_errors(overrides, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_text_learners_are_refused_before_ray_starts():
-    # TextLearner keeps pending slow-block gradients outside its state dict between wake and sleep
-    with pytest.raises(ConfigError, match="cannot sleep on Ray Train workers"):
-        load_config("fact-stream-micro", ["executor=ray", "resources.sleep.workers=1"])
+@pytest.mark.slow
+def test_a_text_learner_with_a_pending_wake_update_sleeps_on_a_worker_exactly_as_in_the_actor(tmp_path, ray_session):
+    # one wake step leaves the period-4 block's gradient pending: it must travel to the worker in the state dict
+    overrides = ["executor=ray", "logging.progress=false", "curriculum.num_experiences=1", "learner.epochs=1", "learner.model.cms_periods=[1,4]"]
+    in_actor = run(load_config("fact-stream-micro", overrides), tmp_path / "actor")
+    on_worker = run(load_config("fact-stream-micro", [*overrides, "resources.sleep.workers=1"]), tmp_path / "worker")
+    assert on_worker == in_actor
+    assert _without_ray_train(events_without_timing(tmp_path / "worker")) == events_without_timing(tmp_path / "actor")
