@@ -226,7 +226,7 @@ class DreamingMixin:
 
     def dream(self: Any, context: SleepContext, **options: Any) -> Metrics:
         opts = stage_options(DreamingOptions, "dreaming", options)
-        self.apply_pending_updates()  # wake's pending slow-block gradient lands first: gradient scoring reuses .grad
+        self.apply_pending_updates()  # wake's pending slow-block update lands first: dreams come from the whole woken model
         generator = self.generator(context.index, salt=11)
         passages, probes = dream_context(context.experience, self.held_out_rows(context.experience), opts.max_passages)
         reference = copy.deepcopy(self.model).eval()
