@@ -92,6 +92,14 @@ def preset_names() -> list[str]:
     return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
 
 
+def parse_yaml(text: str, source: str | Path) -> Any:
+    """YAML text from `source` (named in the error), or a one-line ConfigError."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source} is not valid YAML: {str(error).splitlines()[0]}") from None
+
+
 def _read_source(source: str) -> dict[str, Any]:
     """The raw mapping of a preset name or a YAML file path."""
     path = Path(source)
@@ -103,11 +111,7 @@ def _read_source(source: str) -> dict[str, Any]:
         text = (PRESETS_DIR / f"{source}.yaml").read_text()
     else:
         raise ConfigError(f"unknown preset {source!r}; choose one of: {', '.join(preset_names())} (or a YAML file path)")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        first = str(error).splitlines()[0]
-        raise ConfigError(f"{source} is not valid YAML: {first}") from None
+    data = parse_yaml(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):

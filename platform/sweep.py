@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import yaml
 from omegaconf import DictConfig
 from ray import tune
 
 from somna.evals.compare import compare
-from somna.platform.config import ConfigError, load_config
+from somna.platform.config import ConfigError, load_config, parse_yaml
 from somna.platform.runner import check_resume_config, run
 from somna.platform.rundir import RunDirectory
 
@@ -78,11 +77,10 @@ def parse_grid(arguments: list[str]) -> tuple[list[str], dict[str, list[str]]]:
 def load_variants(path: Path) -> dict[str, list[str]]:
     """A variants file: a YAML mapping of label -> list of overrides (an ablation table's rows)."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text()
     except OSError:
         raise ConfigError(f"variants file not found: {path}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    data = parse_yaml(text, path)
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{path} must map variant labels to lists of overrides")
     variants = {}
