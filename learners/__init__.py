@@ -1,19 +1,28 @@
-"""Learners: the Learner interface, continual-learning baselines and the sleep learners."""
+"""Learners: the Learner interface and sleep-stage contract, `vector/` and `text/` methods, `shared/` parts.
 
-from somna.learners.base import Learner, LearnerConfig, Metrics, SleepConfig, SleepContext, SleepStage
+Importing this package registers every vector learner and every stage that needs
+no text machinery. The text learners and stages import transformers, TRL and PEFT
+(seconds per process), so `somna.learners.text` is imported on the first lookup of
+one of their names: digit runs and their Ray workers never pay for it.
+"""
 
-__all__ = ["Learner", "LearnerConfig", "Metrics", "SleepConfig", "SleepContext", "SleepStage"]
-from somna.learners import stages  # noqa: F401,E402  (registers expansion, knowledge-seeding, dreaming)
-from somna.learners import der, ewc, finetune, joint, lwf, replay  # noqa: F401,E402  (registers the baselines)
-from somna.learners import sleep_vision  # noqa: F401,E402  (registers the vision sleep learner)
-from somna.platform.registry import LEARNERS  # noqa: E402
+from somna.learners.base import Learner, LearnerConfig, Metrics, SleepConfig, SleepContext, derive_seed, seeded_generator
+from somna.learners.stages import NoOptions, SleepStage
+from somna.learners import hypernet, nested_opt, vector  # noqa: F401,E402  (register their learners and stages)
+from somna.platform.registry import LEARNERS, SLEEP_STAGES  # noqa: E402
 
-# The text learners import transformers, TRL and PEFT (seconds per process), so they are imported
-# on first lookup: digit runs and their Ray workers never pay for them. lm_sleep imports the rest.
-LEARNERS.defer(
-    "somna.learners.lm_sleep", "finetune", "replay", "in-context", "opsd", "sleep", "seal", "finetune-no-dream"
-)
-from somna.learners import hypernet  # noqa: F401,E402  (registers the hypernet sleep stage and the hnet learner)
-from somna.learners import nested_opt  # noqa: F401,E402  (registers the nested-opt sleep stage)
-from somna.learners import hope  # noqa: F401,E402  (registers the hope learner)
-LEARNERS.defer("somna.learners.hypernet_lm", "hnet")  # hnet for text streams (PEFT LoRA from the hypernetwork)
+TEXT_PACKAGE = "somna.learners.text"
+LEARNERS.defer(TEXT_PACKAGE, "finetune", "finetune-no-dream", "replay", "in-context", "sleep", "opsd", "seal", "hnet")
+SLEEP_STAGES.defer(TEXT_PACKAGE, "expansion", "knowledge-seeding", "dreaming")
+
+__all__ = [
+    "Learner",
+    "LearnerConfig",
+    "Metrics",
+    "NoOptions",
+    "SleepConfig",
+    "SleepContext",
+    "SleepStage",
+    "derive_seed",
+    "seeded_generator",
+]

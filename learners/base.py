@@ -1,4 +1,4 @@
-"""The Learner interface every continual learner implements, and its sleep-stage plumbing.
+"""The Learner interface every continual learner implements, and the seeds its random draws come from.
 
 A learner takes in a stream one experience at a time. `wake` is where it sees
 the experience's data (once in the online setting; `epochs` passes otherwise;
@@ -6,6 +6,11 @@ test-time memory updates allowed). `sleep` is offline consolidation with no
 access to past raw data except what the learner stores itself (a buffer counts
 toward its memory budget). The loop calls, per experience:
 wake(experience) -> sleep(context) -> evaluate(every experience).
+
+Sleep runs the registered stages named in `learner.sleep.stages` (see
+learners/stages.py): `begin_sleep` may extend the context with what every stage
+of this learner needs (a frozen teacher, the day's data), each stage runs with
+that context, and `end_sleep` finishes (e.g. applies a pending update).
 
 Learners do not import the curricula room; they rely on these attributes of
 what the loop hands them (see somna.curricula.base):
@@ -17,20 +22,47 @@ what the loop hands them (see somna.curricula.base):
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field, fields
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 
-from somna.platform.registry import SLEEP_STAGES
+from somna.learners.stages import build_sleep_stages
 
 Metrics = dict[str, float]
 
 
+# -- seeds ---------------------------------------------------------------------------------
+def derive_seed(seed: int, experience: int = 0, salt: int = 0) -> int:
+    """The seed of one stream of random draws, fixed by (run seed, experience, salt).
+
+    A learner draws everything from generators seeded this way (a different salt per
+    purpose: shuffling, buffer slots, dreams...), so a run resumed after experience i
+    draws exactly the numbers an uninterrupted run draws."""
+    return seed * 1_000_003 + experience * 101 + salt
+
+
+def seeded_generator(seed: int, experience: int = 0, salt: int = 0) -> torch.Generator:
+    """A CPU generator seeded with `derive_seed(seed, experience, salt)`."""
+    return torch.Generator().manual_seed(derive_seed(seed, experience, salt))
+
+
+def phase_seed(seed: int, experience: int, phase: str) -> int:
+    """The seed of the global RNGs at the start of a loop phase ("wake", "sleep", "eval").
+
+    The loop reseeds torch, numpy and `random` before every phase, so code that uses the
+    global RNG (library trainers, nn.init) starts each phase from the same state whether
+    the run went straight through, was resumed, or ran in another process."""
+    digest = hashlib.sha256(f"{seed}/{experience}/{phase}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2**63)
+
+
+# -- configuration and context -----------------------------------------------------------------
 @dataclass
 class SleepConfig:
-    """Which registered sleep stages run, in order, and their options (stage name -> dict)."""
+    """Which registered sleep stages run, in order, and their options (stage name -> its Options fields)."""
 
     stages: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
@@ -46,7 +78,10 @@ class LearnerConfig:
 
 @dataclass
 class SleepContext:
-    """What a sleep phase may use: the experience just woken on, never older raw data."""
+    """What a sleep phase may use: the experience just woken on, never older raw data.
+
+    A learner's `begin_sleep` may return a subclass carrying more (a teacher snapshot,
+    what an earlier stage of the same sleep unlocked); stages read and fill it."""
 
     experience: Any
     num_experiences: int
@@ -58,35 +93,18 @@ class SleepContext:
         return self.experience.index
 
 
-def stage_options(cls: type, stage: str, options: dict[str, Any]) -> Any:
-    """Parse a stage's `learner.sleep.options[stage]` into its options dataclass; an unknown key is a one-line ValueError."""
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"learner.sleep.options.{stage}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return cls(**options)
-
-
-class SleepStage(Protocol):
-    """A registered consolidation step: `@register_sleep_stage("name")` on a class with this shape.
-
-    The class is constructed once per learner as `Stage(**options)`, where
-    options come from `learner.sleep.options[name]`; each sleep calls it.
-    """
-
-    def __call__(self, learner: Learner, context: SleepContext) -> Metrics: ...
-
-
+# -- the interface ------------------------------------------------------------------------------
 class Learner(abc.ABC):
     """Base class: subclass it, give it a `Config` dataclass, register it with `@register_learner`."""
 
     Config: ClassVar[type] = LearnerConfig
+    modality: ClassVar[str] = "vector"  # the curricula it learns from: "vector" | "text"
 
     def __init__(self, config: Any, info: Any, seed: int):
         self.config = config
         self.info = info
         self.seed = seed
-        self.sleep_stages = build_sleep_stages(config.sleep)
+        self.sleep_stages = build_sleep_stages(config.sleep, self.modality)
 
     @abc.abstractmethod
     def wake(self, experience: Any) -> Metrics:
@@ -94,14 +112,23 @@ class Learner(abc.ABC):
 
     def sleep(self, context: SleepContext) -> Metrics:
         """Run the configured sleep stages in order; each stage's metrics are prefixed by its name."""
+        context = self.begin_sleep(context)
         metrics: Metrics = {}
         for name, stage in self.sleep_stages.items():
             for key, value in stage(self, context).items():
                 metrics[f"{name}/{key}"] = value
+        self.end_sleep(context)
         return metrics
 
+    def begin_sleep(self, context: SleepContext) -> SleepContext:
+        """The context every stage of this sleep receives; override to add what they share."""
+        return context
+
+    def end_sleep(self, context: SleepContext) -> None:
+        """Called after the last stage (also when there is none)."""
+
     @abc.abstractmethod
-    def predict(self, batch: dict[str, torch.Tensor], task_id: int | None = None) -> torch.Tensor:
+    def predict(self, batch: dict[str, torch.Tensor], task_id: int | None = None) -> Any:
         """Predicted labels for a batch (columns as in the experience datasets)."""
 
     @abc.abstractmethod
@@ -111,6 +138,12 @@ class Learner(abc.ABC):
     @abc.abstractmethod
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what `state_dict` returned."""
+
+    def generator(self, experience_index: int, salt: int = 0) -> torch.Generator:
+        """A generator fixed by (seed, experience, salt), so a resumed run draws the same numbers.
+
+        Salt 0 is the wake loop's shuffling; anything drawing its own numbers uses its own salt."""
+        return seeded_generator(self.seed, experience_index, salt)
 
     def evaluate(self, experience: Any, batch_size: int = 512) -> Metrics:
         """Score the learner on an experience's test split; "accuracy" fills the accuracy matrix."""
@@ -122,15 +155,3 @@ class Learner(abc.ABC):
                 batch = test[start : start + batch_size]
                 correct += int((self.predict(batch, task_id=task_id) == batch["y"]).sum())
         return {"accuracy": correct / max(len(test), 1)}
-
-
-def build_sleep_stages(config: SleepConfig) -> dict[str, SleepStage]:
-    """Instantiate the registered stages named in `config.stages` with their options."""
-    options = dict(config.options or {})
-    unknown_options = set(options) - set(config.stages)
-    if unknown_options:
-        raise ValueError(
-            f"learner.sleep.options has options for stages not in learner.sleep.stages: "
-            f"{', '.join(sorted(unknown_options))}"
-        )
-    return {name: SLEEP_STAGES.get(name)(**dict(options.get(name) or {})) for name in config.stages}

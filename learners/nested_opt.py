@@ -27,37 +27,46 @@ rehearsal buffer (counted as its memory budget).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from somna.kernels.neural_memory import NeuralMemory
 from somna.learners.base import Metrics, SleepContext
+from somna.learners.stages import SleepStage
 from somna.platform.registry import register_sleep_stage
 
 IGNORE_INDEX = -100  # targets at positions that ask nothing (as in PyTorch's cross-entropy)
 
 
+@dataclass
+class NestedOptOptions:
+    steps: int = 30  # outer gradient steps per sleep
+    lr: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.lr <= 0:
+            raise ValueError(f"nested-opt options need steps >= 1 and lr > 0; got steps={self.steps}, lr={self.lr}")
+
+
 @register_sleep_stage("nested-opt")
-class NestedOptStage:
+class NestedOptStage(SleepStage):
     """Gradient steps on the wake rule's gates through unrolled wake passes on rehearsal data."""
 
-    def __init__(self, steps: int = 30, lr: float = 0.05):
-        if steps < 1 or lr <= 0:
-            raise ValueError(f"nested-opt options need steps >= 1 and lr > 0; got steps={steps}, lr={lr}")
-        self.steps, self.lr = steps, lr
+    Options = NestedOptOptions
+    hooks = ("update_rule_parameters", "rehearsal", "unrolled_wake_loss")
 
-    def __call__(self, learner: object, context: SleepContext) -> Metrics:
-        for attribute in ("update_rule_parameters", "rehearsal", "unrolled_wake_loss"):
-            if not hasattr(learner, attribute):
-                raise TypeError(f"sleep stage 'nested-opt' needs learner.{attribute}(); {type(learner).__name__} lacks it")
+    def __call__(self, learner: Any, context: SleepContext) -> Metrics:
         parameters = list(learner.update_rule_parameters())
         batches = learner.rehearsal(context)
         if not batches:
             return {"steps": 0.0}
-        optimizer = torch.optim.Adam(parameters, lr=self.lr)
+        optimizer = torch.optim.Adam(parameters, lr=self.options.lr)
         losses = []
-        for step in range(self.steps):
+        for step in range(self.options.steps):
             loss = learner.unrolled_wake_loss(*batches[step % len(batches)])
             optimizer.zero_grad()
             loss.backward()
@@ -65,7 +74,7 @@ class NestedOptStage:
             losses.append(loss.item())
         for parameter in parameters:
             parameter.grad = None
-        return {"steps": float(self.steps), "loss_first": losses[0], "loss_last": losses[-1]}
+        return {"steps": float(self.options.steps), "loss_first": losses[0], "loss_last": losses[-1]}
 
 
 class RecallMemory(nn.Module):

@@ -1,65 +1,115 @@
-"""The sleep stages of "Language Models Need Sleep", as config switches over learner hooks.
+"""The sleep-stage contract: a stage is an object with typed options that declares the learner hooks it uses.
 
-A stage fixes *when* and *in what order* consolidation happens; the learner
-supplies *how* for its modality (a language model distills with TRL, a digit
-classifier with a plain KL loop). So `learner.sleep.stages=[expansion,
-knowledge-seeding, dreaming]` means the same thing on every learner that
-implements the hooks, and removing a name from the list is the ablation.
+`learner.sleep.stages=[expansion, knowledge-seeding, dreaming]` names registered
+stages, run in that order; `learner.sleep.options.<stage>.<field>` sets the fields
+of that stage's `Options` dataclass. Removing a name from the list is the ablation.
+A stage name may have one implementation per modality (the same step of "Language
+Models Need Sleep" done by a digit classifier and by a language model), picked by
+the curriculum's modality like a learner; a stage registered without a modality
+serves every learner that has its hooks.
 
-Hook contract (methods on the learner; each returns metrics to log):
-  expand(context, **options)          unlock one pre-allocated low-rank expert,
-                                      function-preserving (PAPERS.md: parameter expansion)
-  seed_knowledge(context, **options)  distill teacher (before expansion) into the
-                                      student (after), training only what expansion unlocked
-  dream(context, **options)           generate rehearsal data and consolidate on it
+Both halves of the contract are checked when the config is loaded, before Ray
+starts (`check_sleep_stages`): every option against the stage's Options fields
+and types, and every name in the stage's `hooks` against the learner class (a
+method, property, class attribute or annotated instance attribute). So a typo or
+a stage the learner cannot run is a one-line error naming the valid choices.
+
+The stage object does the work and holds its own machinery; the learner holds
+its stages (`learner.sleep_stages`) and passes each one the sleep's context,
+which its `begin_sleep` may extend with what its stages share.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from somna.learners.base import Learner, Metrics, SleepContext
-from somna.platform.registry import register_sleep_stage
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from somna.platform.registry import SLEEP_STAGES
+
+if TYPE_CHECKING:
+    from somna.learners.base import Learner, Metrics, SleepConfig, SleepContext
 
 
-class HookStage:
-    """Calls `learner.<hook>(context, **options)`; a learner without the hook is a clear error."""
+@dataclass
+class NoOptions:
+    """This stage takes no options."""
 
-    stage_name: str = ""
-    hook: str = ""
 
-    def __init__(self, **options: Any):
-        self.options = options
+class SleepStage(abc.ABC):
+    """Base class of a registered stage: `@register_sleep_stage("name")` on a subclass.
 
+    Options: the dataclass of its `learner.sleep.options.<name>` fields.
+    hooks:   the learner attributes it uses; a learner without one cannot run it.
+    """
+
+    Options: ClassVar[type] = NoOptions
+    hooks: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def with_options(cls, **options: Any) -> SleepStage:
+        """The stage built from keyword options, checked as a config's would be (e.g. in a notebook or a test)."""
+        return cls(parse_options(cls.__name__, cls.Options, options))
+
+    @abc.abstractmethod
     def __call__(self, learner: Learner, context: SleepContext) -> Metrics:
-        method = getattr(learner, self.hook, None)
-        if method is None:
-            raise TypeError(
-                f"sleep stage {type(self).stage_name!r} needs learner method {self.hook}(); "
-                f"{type(learner).__name__} does not implement it"
+        """Run one sleep's share of this stage; return metrics (logged as `<stage>/<key>`)."""
+
+
+def parse_options(stage: str, options_cls: type, given: Mapping[str, Any] | None) -> Any:
+    """An `options_cls` instance from `learner.sleep.options.<stage>`; an unknown key or a bad type is a one-line ValueError."""
+    where = f"learner.sleep.options.{stage}"
+    valid = [f.name for f in fields(options_cls)]
+    unknown = sorted(set(given or {}) - set(valid))
+    if unknown:
+        raise ValueError(f"{where}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid) or '(none)'}")
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(options_cls), dict(given or {}))
+        return OmegaConf.to_object(node)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or ""
+        message = str(error).strip().splitlines()[0].removesuffix(".")
+        raise ValueError(f"bad value for '{where}.{key}': {message}" if key else f"{where}: {message}") from None
+
+
+def stage_class(name: str, modality: str) -> type[SleepStage]:
+    return SLEEP_STAGES.resolve(name, modality)
+
+
+def build_sleep_stages(config: SleepConfig, modality: str) -> dict[str, SleepStage]:
+    """The stages named in `config.stages`, each built from its parsed options, in order."""
+    options = dict(config.options or {})
+    unknown = sorted(set(options) - set(config.stages))
+    if unknown:
+        raise ValueError(
+            f"learner.sleep.options has options for stages not in learner.sleep.stages: {', '.join(unknown)}"
+        )
+    stages = {}
+    for name in config.stages:
+        cls = stage_class(name, modality)
+        stages[name] = cls(parse_options(name, cls.Options, options.get(name)))
+    return stages
+
+
+def check_sleep_stages(config: SleepConfig, learner_cls: type) -> None:
+    """Every stage exists for the learner's modality, its options parse, and the learner has its hooks."""
+    stages = build_sleep_stages(config, learner_cls.modality)
+    for name, stage in stages.items():
+        missing = [hook for hook in type(stage).hooks if not declares(learner_cls, hook)]
+        if missing:
+            raise ValueError(
+                f"sleep stage {name!r} needs learner.{', learner.'.join(missing)}, which {learner_cls.__name__} "
+                f"does not have; remove {name!r} from learner.sleep.stages or pick a learner that can run it"
             )
-        return method(context, **self.options)
 
 
-@register_sleep_stage("expansion")
-class Expansion(HookStage):
-    """Unlock one pre-allocated, masked low-rank expert in the receiving block (function-preserving)."""
-
-    stage_name = "expansion"
-    hook = "expand"
-
-
-@register_sleep_stage("knowledge-seeding")
-class KnowledgeSeeding(HookStage):
-    """Generalized distillation of the teacher (pre-expansion self) into the expanded student."""
-
-    stage_name = "knowledge-seeding"
-    hook = "seed_knowledge"
-
-
-@register_sleep_stage("dreaming")
-class Dreaming(HookStage):
-    """The model generates its own rehearsal curriculum and consolidates on it."""
-
-    stage_name = "dreaming"
-    hook = "dream"
+def declares(cls: type, name: str) -> bool:
+    """True if instances of `cls` have `name`: a class attribute or method, or an annotated instance attribute."""
+    return hasattr(cls, name) or any(name in getattr(klass, "__annotations__", {}) for klass in cls.__mro__)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any
 
@@ -23,13 +22,6 @@ def build_learner(cfg: DictConfig, info: Any) -> Any:
     load_builtins()
     cls = LEARNERS.resolve(cfg.learner.name, info.modality)
     return cls(cfg.learner, info, int(cfg.seed))
-
-
-def phase_seed(seed: int, experience: int, phase: str) -> int:
-    """A seed fixed by (run seed, experience, phase): every phase starts from the same RNG state
-    whether the run went straight through, was resumed, or ran in another process."""
-    digest = hashlib.sha256(f"{seed}/{experience}/{phase}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") % (2**63)
 
 
 def seed_everything(seed: int) -> None:

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from somna.platform.catalog import load_builtins
-from somna.platform.registry import CURRICULA, KERNELS, LEARNERS, SLEEP_STAGES, Registry
+from somna.platform.registry import CURRICULA, KERNELS, LEARNERS, SLEEP_STAGES, ModalityRegistry, Registry, first_doc_line
 
 LISTINGS: dict[str, Registry] = {
     "learners": LEARNERS,
@@ -29,12 +29,15 @@ def _list(registry: Registry) -> int:
     load_builtins()
     table = Table(show_header=True, header_style="bold")
     table.add_column(registry.kind)
-    if registry is LEARNERS:
-        table.add_column("modalities")
+    if isinstance(registry, ModalityRegistry):
+        table.add_column("modality")
     table.add_column("description")
     for name, description in registry.describe().items():
-        extra = [", ".join(LEARNERS.modalities(name))] if registry is LEARNERS else []
-        table.add_row(name, *extra, description)
+        if isinstance(registry, ModalityRegistry):  # one row per implementation, with its own description
+            for modality in registry.modalities(name):
+                table.add_row(name, modality, first_doc_line(registry.get(name)[modality]))
+        else:
+            table.add_row(name, description)
     Console().print(table)
     for plugin, message in registry.plugin_errors.items():
         Console(stderr=True).print(f"[yellow]plugin {plugin!r} failed to load: {message}[/yellow]")

@@ -182,6 +182,7 @@ def load_config(source: str, overrides: list[str] | None = None) -> DictConfig:
     cfg.curriculum = curriculum_node
     cfg.learner = learner_node
     _check_run_fields(cfg, curriculum_cls)
+    _check_sleep_stages(cfg, learner_cls)
     _check_sleep_workers(cfg, learner_cls)
     return cfg
 
@@ -227,6 +228,18 @@ def _check_run_fields(cfg: DictConfig, curriculum_cls: type) -> None:
         raise ConfigError(f"bad value for 'ray.num_cpus': must be >= 1, got {cfg.ray.num_cpus}")
     if cfg.max_actor_restarts < 0:
         raise ConfigError(f"bad value for 'max_actor_restarts': must be >= 0, got {cfg.max_actor_restarts}")
+
+
+def _check_sleep_stages(cfg: DictConfig, learner_cls: type) -> None:
+    """Each stage in learner.sleep.stages exists, its options parse, and the learner has the hooks it needs."""
+    from somna.learners.stages import check_sleep_stages
+
+    try:
+        check_sleep_stages(cfg.learner.sleep, learner_cls)
+    except UnknownNameError as error:
+        raise ConfigError(f"learner.sleep.stages: {error}") from None
+    except (ValueError, TypeError) as error:
+        raise ConfigError(_first_line(error)) from None
 
 
 def _check_sleep_workers(cfg: DictConfig, learner_cls: type) -> None:

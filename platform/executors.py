@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from somna.learners.base import SleepContext
-from somna.platform.builders import build_curriculum, build_learner, phase_seed, seed_everything
+from somna.learners.base import SleepContext, phase_seed
+from somna.platform.builders import build_curriculum, build_learner, seed_everything
 
 Metrics = dict[str, float]
 

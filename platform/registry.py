@@ -77,7 +77,7 @@ class Registry:
         if existing is not None and existing is not obj:
             raise ValueError(f"{self.kind} {name!r} is already registered by {_qualname(existing)}")
         self._entries[name] = obj
-        self._descriptions[name] = description or _first_doc_line(obj)
+        self._descriptions[name] = description or first_doc_line(obj)
 
     def get(self, name: str) -> Any:
         self._load_plugins()
@@ -129,51 +129,64 @@ def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-def _first_doc_line(obj: Any) -> str:
+def first_doc_line(obj: Any) -> str:
     doc = (getattr(obj, "__doc__", None) or "").strip()
     return doc.splitlines()[0] if doc else ""
 
 
-class LearnerVariants(dict):
-    """One learner name, implemented per input modality ("vector", "text"): modality -> class.
+ANY_MODALITY = "any"  # a variant that serves every modality (e.g. a sleep stage that only needs generic hooks)
+
+
+class Variants(dict):
+    """One name, implemented per input modality ("vector", "text", or "any"): modality -> object.
 
     `finetune` on digits and `finetune` on a text stream are different code with
     the same meaning; the curriculum's modality picks the implementation.
     """
 
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
     def for_modality(self, name: str, modality: str) -> Any:
-        try:
-            return self[modality]
-        except KeyError:
-            raise UnknownNameError(
-                "learner",
-                name,
-                sorted(self),
-                f"learner {name!r} has no implementation for {modality} curricula; "
-                f"it supports: {', '.join(sorted(self))}",
-            ) from None
+        for key in (modality, ANY_MODALITY):
+            if key in self:
+                return self[key]
+        raise UnknownNameError(
+            self.kind,
+            name,
+            sorted(self),
+            f"{self.kind} {name!r} has no implementation for {modality} curricula; it supports: {', '.join(sorted(self))}",
+        )
 
 
-class LearnerRegistry(Registry):
-    """Learners register per modality under one name (see LearnerVariants)."""
+class ModalityRegistry(Registry):
+    """Names with one implementation per modality (learners, sleep stages); see Variants.
 
-    def register(self, name: str, *, modality: str = "vector", description: str | None = None) -> Callable[[T], T]:
-        def decorator(cls: T) -> T:
-            self.add(name, cls, modality=modality, description=description)
-            return cls
+    `register(name, modality=...)` defaults to the object's own `modality` attribute,
+    else to `default_modality`."""
+
+    def __init__(self, kind: str, group: str, default_modality: str):
+        super().__init__(kind, group)
+        self.default_modality = default_modality
+
+    def register(self, name: str, *, modality: str | None = None, description: str | None = None) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            self.add(name, obj, modality=modality, description=description)
+            return obj
 
         return decorator
 
     def add(self, name: str, obj: Any, *, modality: str | None = None, description: str | None = None) -> None:
-        modality = modality or getattr(obj, "modality", "vector")
-        variants = self._entries.setdefault(name, LearnerVariants())
+        modality = modality or getattr(obj, "modality", None) or self.default_modality
+        variants = self._entries.setdefault(name, Variants(self.kind))
         if variants.get(modality, obj) is not obj:
-            raise ValueError(f"learner {name!r} for {modality} is already registered by {_qualname(variants[modality])}")
+            raise ValueError(f"{self.kind} {name!r} for {modality} is already registered by {_qualname(variants[modality])}")
         variants[modality] = obj
-        self._descriptions.setdefault(name, description or _first_doc_line(obj))
+        self._descriptions.setdefault(name, description or first_doc_line(obj))
 
     def resolve(self, name: str, modality: str) -> Any:
-        """The class implementing learner `name` for curricula of `modality`."""
+        """The implementation of `name` for curricula of `modality` (or its modality-free one)."""
         variants = self.get(name)
         if modality not in variants:
             self._import_deferred(name)
@@ -184,10 +197,10 @@ class LearnerRegistry(Registry):
         return sorted(self.get(name))
 
 
-LEARNERS = LearnerRegistry("learner", "somna.learners")
+LEARNERS = ModalityRegistry("learner", "somna.learners", default_modality="vector")
 CURRICULA = Registry("curriculum", "somna.curricula")
 KERNELS = Registry("kernel", "somna.kernels")
-SLEEP_STAGES = Registry("sleep stage", "somna.sleep_stages")
+SLEEP_STAGES = ModalityRegistry("sleep stage", "somna.sleep_stages", default_modality=ANY_MODALITY)
 
 register_learner = LEARNERS.register
 register_curriculum = CURRICULA.register

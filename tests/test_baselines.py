@@ -17,9 +17,9 @@ from safetensors.torch import load, save
 import somna.learners  # noqa: F401  (registers the baselines)
 from somna.curricula.digits import PermutedDigits, SplitDigits
 from somna.evals import metrics
-from somna.learners.buffers import ReservoirBuffer
-from somna.learners.ewc import expected_fisher
-from somna.learners.lwf import distillation
+from somna.learners.shared.buffers import ReservoirBuffer
+from somna.learners.vector.ewc import expected_fisher
+from somna.learners.vector.lwf import distillation
 from somna.platform.registry import LEARNERS
 
 BASELINES = ("finetune", "joint", "replay", "ewc", "lwf", "der")

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from somna.curricula.digits import SplitDigits
 from somna.learners.base import SleepContext
-from somna.learners.hope import HopeClassifier, HopeConfig, HopeLearner
+from somna.learners.vector.hope import HopeClassifier, HopeConfig, HopeLearner
 from somna.platform.registry import LEARNERS
 
 

@@ -11,7 +11,11 @@ from safetensors.torch import load_file, save_file
 from somna.curricula.digits import SplitDigits
 from somna.evals.metrics import acc, bwt
 from somna.learners.base import SleepContext
-from somna.learners.hypernet import ChunkedHypernetwork, HnetConfig, HnetLearner, HypernetStage, generated_mlp, layer_shapes
+from somna.learners.base import SleepConfig
+from somna.learners.hypernet import ChunkedHypernetwork, HypernetStage
+from somna.learners.stages import check_sleep_stages
+from somna.learners.vector.finetune import FinetuneLearner
+from somna.learners.vector.hnet import HnetConfig, HnetLearner, generated_mlp, layer_shapes
 from somna.platform.registry import LEARNERS, SLEEP_STAGES
 
 
@@ -66,7 +70,7 @@ def test_output_regulariser_keeps_earlier_tasks_weights():
 
     def drift(beta: float) -> float:
         learner = learner_for(digits, wake_epochs=1)
-        learner.sleep_stages = {"hypernet": HypernetStage(epochs=3, beta=beta)}
+        learner.sleep_stages = {"hypernet": HypernetStage.with_options(epochs=3, beta=beta)}
         for experience in list(digits)[:2]:
             learner.wake(experience)
             metrics = learner.sleep(SleepContext(experience=experience, num_experiences=5, seed=0))
@@ -79,7 +83,7 @@ def test_task_incremental_split_digits_keeps_old_tasks():
     """A short schedule (4 sleep epochs) already forgets nothing measurable in task-IL."""
     digits = stream()
     learner = learner_for(digits, wake_epochs=1)
-    learner.sleep_stages = {"hypernet": HypernetStage(epochs=4)}
+    learner.sleep_stages = {"hypernet": HypernetStage.with_options(epochs=4)}
     R = accuracy_matrix(learner, digits)
     assert bwt(R) >= -0.02 and acc(R) > 0.95
 
@@ -105,7 +109,7 @@ def test_class_incremental_infers_the_task_by_minimum_entropy():
 def test_state_dict_is_tensors_and_restores_exactly(tmp_path):
     digits = stream()
     learner = learner_for(digits, wake_epochs=1)
-    learner.sleep_stages = {"hypernet": HypernetStage(epochs=1)}
+    learner.sleep_stages = {"hypernet": HypernetStage.with_options(epochs=1)}
     learner.wake(digits[0])
     learner.sleep(SleepContext(experience=digits[0], num_experiences=5, seed=0))
     state = learner.state_dict()
@@ -120,16 +124,13 @@ def test_state_dict_is_tensors_and_restores_exactly(tmp_path):
 
 def test_bad_stage_options_are_value_errors():
     with pytest.raises(ValueError, match="hypernet options"):
-        HypernetStage(epochs=0)
+        HypernetStage.with_options(epochs=0)
 
 
-def test_stage_needs_a_hypernetwork_host():
-    class NoHypernet:
-        pass
-
-    digits = stream()
-    with pytest.raises(TypeError, match="learner.hypernet"):
-        HypernetStage()(NoHypernet(), SleepContext(experience=digits[0], num_experiences=5, seed=0))
+def test_a_learner_without_the_stage_hooks_is_refused_before_it_runs():
+    with pytest.raises(ValueError, match="learner.hypernet"):
+        check_sleep_stages(SleepConfig(stages=["hypernet"]), FinetuneLearner)
+    check_sleep_stages(SleepConfig(stages=["hypernet"]), HnetLearner)
 
 
 @pytest.mark.slow
@@ -148,7 +149,7 @@ def test_split_digits_task_il_targets_through_the_platform(tmp_path):
 
 def test_lm_path_generates_lora_adapters_and_restores_exactly():
     """Text `hnet`: PEFT LoRA matrices come from the hypernetwork; the base LM is frozen after the first wake."""
-    from somna.learners.hypernet_lm import HnetLM, HnetLMConfig
+    from somna.learners.text.hnet import HnetLM, HnetLMConfig
     from somna.platform.config import load_config
     from somna.platform.runner import build_curriculum
 

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-import somna.learners.lm_dreaming as dreaming
+import somna.learners.text.dreaming as dreaming
 from somna.learners.base import SleepContext
-from somna.learners.lm_learner import answer_nll, encode_pairs
-from somna.learners.lm_model import SleepLM, SleepLMConfig
-from somna.learners.lm_tokenizer import build_byte_tokenizer
+from somna.learners.text.learner import answer_nll, encode_pairs
+from somna.learners.text.model import SleepLM, SleepLMConfig
+from somna.learners.text.tokenizer import build_byte_tokenizer
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import load_config
 from somna.platform.registry import LEARNERS
@@ -113,9 +113,8 @@ def test_dream_logs_every_dream_and_the_m_step_fits_the_rewarded_ones(tmp_path, 
     learner, curriculum = micro_seal(0, "learner.model.dim=64", "learner.lr=0.01")
     monkeypatch.setattr(dreaming, "lora_improvements", lambda reference, tokenizer, dreams, *args: [1.0] * len(dreams))
     before = {k: v.clone() for k, v in learner.model.state_dict().items()}
-    metrics = learner.dream(
-        SleepContext(curriculum[0], 2, seed=0, artifacts_dir=tmp_path), top_k=2, random_keep=1, rounds=1, max_new_tokens=16, consolidation_steps=0
-    )
+    stage = dreaming.Dreaming.with_options(top_k=2, random_keep=1, rounds=1, max_new_tokens=16, consolidation_steps=0)
+    metrics = stage(learner, SleepContext(curriculum[0], 2, seed=0, artifacts_dir=tmp_path))
     records = [json.loads(line) for line in (tmp_path / "dreams.jsonl").read_text().splitlines()]
     kept = [r for r in records if r["kept"]]
     assert len(records) == metrics["dreams"] and len(kept) == 3 and all(r["reward"] == 1.0 for r in kept)
@@ -138,7 +137,7 @@ def test_rest_em_raises_the_rewarded_fraction_over_two_rounds():
 
     def fractions(m_steps: int) -> tuple[float, float]:
         learner, curriculum = micro_seal(0)
-        metrics = learner.dream(SleepContext(curriculum[0], 2, seed=0), sft_steps_per_round=m_steps, **options)
+        metrics = dreaming.Dreaming.with_options(sft_steps_per_round=m_steps, **options)(learner, SleepContext(curriculum[0], 2, seed=0))
         return metrics["rewarded_fraction/round0"], metrics["rewarded_fraction/round1"]
 
     first, with_m_step = fractions(30)
@@ -165,7 +164,6 @@ def test_dreaming_learners_are_registered_for_text():
 
 
 def test_unknown_dreaming_option_is_a_one_line_error():
-    learner, curriculum = micro_seal(0)
     with pytest.raises(ValueError, match="unknown option.*bogus"):
-        learner.dream(SleepContext(curriculum[0], 2, seed=0), bogus=1)
+        dreaming.Dreaming.with_options(bogus=1)
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from somna.learners.base import SleepConfig, SleepContext
+from somna.learners.text.seeding import KnowledgeSeeding
+from somna.learners.text.sleep import Expansion
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import load_config
 
@@ -49,17 +51,18 @@ def test_expansion_then_seeding_change_only_what_they_should():
     for each in (learner, reference):
         each.wake(curriculum[0])
     reference.apply_pending_updates()  # the student's prospective weights (compute -> consolidate -> update)
-    context = SleepContext(curriculum[0], len(curriculum), seed=0)
+    context = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0))
     probe = learner.encode_documents(curriculum[0].test["text"])
 
-    metrics = learner.expand(context)
+    metrics = Expansion()(learner, context)
     assert metrics["unlocked"] == 1.0 and metrics["block"] == 1.0
     new_expert = {f"model.cms.1.experts.0.{p}" for p in ("down.weight", "up.weight", "gate.weight", "gate.bias")}
     assert changed(params(reference.model), learner.model) <= {"model.cms.1.expert_mask"} | new_expert
     assert torch.equal(learner.model(**probe).logits, reference.model(**probe).logits)  # function-preserving
 
     before = params(learner.model)
-    metrics = learner.seed_knowledge(context, steps=1, num_prompts=4, batch_size=2, num_generations=2, max_new_tokens=8)
+    seeding = KnowledgeSeeding.with_options(steps=1, num_prompts=4, batch_size=2, num_generations=2, max_new_tokens=8)
+    metrics = seeding(learner, context)
     moved = changed(before, learner.model)
     assert moved and moved <= new_expert  # every frozen tensor bit-identical
     assert metrics["gkd_loss"] >= 0 and {"imitation_reward", "r_sem", "r_abs"} <= set(metrics)
@@ -74,16 +77,17 @@ def test_seeding_without_expansion_trains_the_receiving_block_only():
     _, curriculum, learner = setup("learner.batch_size=1", "learner.model.cms_periods=[1,4]", stages=["knowledge-seeding"])
     learner.wake(curriculum[0])  # leaves block 1's update pending: teacher (before it) and student now differ
     before = params(learner.model)
-    learner.seed_knowledge(SleepContext(curriculum[0], 2, seed=0), alpha=1.0, steps=1, num_prompts=4, batch_size=2, max_new_tokens=8)
+    seeding = KnowledgeSeeding.with_options(alpha=1.0, steps=1, num_prompts=4, batch_size=2, max_new_tokens=8)
+    seeding(learner, learner.begin_sleep(SleepContext(curriculum[0], 2, seed=0)))
     assert changed(before, learner.model) and all(n.startswith("model.cms.1.") for n in changed(before, learner.model))
 
 
 def test_second_sleep_prunes_the_sender_and_cycles_the_receiver():
     _, curriculum, learner = setup("learner.model.cms_periods=[1,2,4]")
-    context = SleepContext(curriculum[0], 2, seed=0)
-    assert learner.expand(context)["block"] == 1.0
+    context = learner.begin_sleep(SleepContext(curriculum[0], 2, seed=0))
+    assert Expansion()(learner, context)["block"] == 1.0
     learner.sleeps += 1
-    metrics = learner.expand(context)
+    metrics = Expansion()(learner, context)
     assert metrics == {"block": 2.0, "unlocked": 1.0, "pruned": 1.0, "active_experts": 1.0}
     assert learner.model.cms[1].unlocked() == [] and learner.model.cms[2].unlocked() == [0]
 
@@ -108,8 +112,10 @@ def test_finetune_memorises_the_qa_lines_it_reads():
     base = learner.evaluate(curriculum[0])
     learner.wake(curriculum[0])
     trained = learner.evaluate(curriculum[0])
-    assert base["exact_match"] == 0.0 and trained["exact_match"] == 1.0  # measured: 1.0 on seed 0
-    assert trained["perplexity"] < 1.2 < 200 < base["perplexity"]
+    # seed 0, ATEN_CPU_CAPABILITY default / avx2 / avx512: exact match 1.0 / 0.75 / 0.75 of 4 probes,
+    # answer perplexity 1.02 / 1.08 / 1.14 (from 271): the float path decides the last probe, not the claim
+    assert base["exact_match"] == 0.0 and trained["exact_match"] >= 0.5
+    assert trained["perplexity"] < 1.3 < 200 < base["perplexity"]
 
 
 def test_in_context_reads_the_passage_in_training_and_at_test_time():

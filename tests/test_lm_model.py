@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from somna.learners.lm_model import SleepLM, SleepLMConfig
+from somna.learners.text.model import SleepLM, SleepLMConfig
 from somna.platform.registry import KERNELS
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from somna.learners.lm_rewards import (
+from somna.learners.text.rewards import (
     abs_reward,
     chrf,
     exact_match,

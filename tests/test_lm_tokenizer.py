@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from somna.learners.lm_tokenizer import VOCAB_SIZE, build_byte_tokenizer
+from somna.learners.text.tokenizer import VOCAB_SIZE, build_byte_tokenizer
 
 
 def test_round_trip_is_exact_and_ids_are_bytes():

@@ -6,13 +6,15 @@ import pytest
 import torch
 
 from somna.curricula.mqar import make_mqar
-from somna.learners.base import SleepContext
+from somna.learners.base import SleepConfig
 from somna.learners.nested_opt import NestedOptStage, RecallMemory
+from somna.learners.stages import check_sleep_stages
+from somna.learners.vector.finetune import FinetuneLearner
 from somna.platform.registry import SLEEP_STAGES
 
 
 def test_registered():
-    assert SLEEP_STAGES.get("nested-opt") is NestedOptStage
+    assert SLEEP_STAGES.resolve("nested-opt", "vector") is NestedOptStage
 
 
 def test_one_sleep_cycle_improves_held_out_recall_and_changes_only_the_gates():
@@ -23,7 +25,7 @@ def test_one_sleep_cycle_improves_held_out_recall_and_changes_only_the_gates():
     before = memory.recall(held_out.inputs, held_out.targets)
     train = make_mqar(16, 32, vocab_size=128, seed=1)
     memory.wake(train.inputs, train.targets)
-    metrics = NestedOptStage(steps=10)(memory, None)
+    metrics = NestedOptStage.with_options(steps=10)(memory, None)
     after = memory.recall(held_out.inputs, held_out.targets)
     assert after > before + 0.1
     assert metrics["loss_last"] < metrics["loss_first"]
@@ -55,6 +57,6 @@ def test_empty_buffer_sleeps_without_steps():
 
 def test_bad_options_and_missing_contract():
     with pytest.raises(ValueError, match="nested-opt options"):
-        NestedOptStage(steps=0)
-    with pytest.raises(TypeError, match="update_rule_parameters"):
-        NestedOptStage()(object(), SleepContext(experience=None, num_experiences=1, seed=0))
+        NestedOptStage.with_options(steps=0)
+    with pytest.raises(ValueError, match="update_rule_parameters"):
+        check_sleep_stages(SleepConfig(stages=["nested-opt"]), FinetuneLearner)

@@ -7,9 +7,9 @@ import torch
 from omegaconf import OmegaConf
 
 from somna.curricula.digits import SplitDigits
-from somna.learners.classifier import ClassifierConfig, ClassifierLearner
-from somna.learners.optim import OPTIMIZERS, build_optimizer
-from somna.learners.optimizers import M3, DeepMomentum, DeltaMomentum, Muon, orthogonal_step
+from somna.learners.vector.classifier import ClassifierConfig, ClassifierLearner
+from somna.learners.shared.optimizers import OPTIMIZERS, build_optimizer
+from somna.learners.shared.optimizers import M3, DeepMomentum, DeltaMomentum, Muon, orthogonal_step
 
 EXPRESSIVE = ["muon", "drop-muon", "m3", "delta-momentum", "deep-momentum"]
 

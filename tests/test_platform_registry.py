@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from somna.platform.registry import LearnerRegistry, Registry, UnknownNameError
+from somna.platform.registry import ModalityRegistry, Registry, UnknownNameError
 
 
 def test_register_get_and_unknown_name_lists_choices():
@@ -26,7 +26,7 @@ def test_register_get_and_unknown_name_lists_choices():
 
 
 def test_learners_resolve_by_modality():
-    registry = LearnerRegistry("learner", "somna.test-learners")
+    registry = ModalityRegistry("learner", "somna.test-learners", default_modality="vector")
 
     @registry.register("echo")
     class VectorEcho: ...
@@ -38,6 +38,19 @@ def test_learners_resolve_by_modality():
     assert registry.resolve("echo", "text") is TextEcho
     with pytest.raises(UnknownNameError, match="no implementation for audio curricula; it supports: text, vector"):
         registry.resolve("echo", "audio")
+
+
+def test_an_any_modality_variant_serves_every_modality_unless_one_is_specific():
+    registry = ModalityRegistry("sleep stage", "somna.test-stages", default_modality="any")
+
+    @registry.register("nap")
+    class AnyNap: ...
+
+    @registry.register("nap", modality="text")
+    class TextNap: ...
+
+    assert registry.resolve("nap", "vector") is AnyNap and registry.resolve("nap", "audio") is AnyNap
+    assert registry.resolve("nap", "text") is TextNap
 
 
 def test_entry_point_plugins_load_and_a_broken_one_is_named(tmp_path, monkeypatch):
@@ -63,7 +76,7 @@ def test_entry_point_plugins_load_and_a_broken_one_is_named(tmp_path, monkeypatc
 
 
 def test_deferred_modules_are_imported_only_when_their_name_is_needed(tmp_path, monkeypatch):
-    registry = LearnerRegistry("learner", "somna.test-deferred")
+    registry = ModalityRegistry("learner", "somna.test-deferred", default_modality="vector")
     (tmp_path / "heavy_text_learner.py").write_text(
         "import builtins\nbuiltins._somna_heavy_imported = True\n"
         "from somna.platform.registry import Registry\n"

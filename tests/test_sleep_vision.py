@@ -8,10 +8,10 @@ from omegaconf import OmegaConf
 
 from somna.curricula.digits import SplitDigits
 from somna.learners.base import SleepContext
-from somna.learners.classifier import experience_tensors
-from somna.learners.curriculum_bandit import Exp3Curriculum
-from somna.learners.lowrank import MaskedLowRankExperts
-from somna.learners.sleep_vision import SleepVisionLearner
+from somna.learners.vector.classifier import experience_tensors
+from somna.learners.vector.sleep_utils.bandit import Exp3Curriculum
+from somna.learners.vector.sleep_utils.lowrank import MaskedLowRankExperts
+from somna.learners.vector.sleep import SleepVisionLearner
 
 TINY_DREAMS = {"generator_steps": 20, "steps": 10, "batch_size": 32}
 

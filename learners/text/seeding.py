@@ -15,8 +15,10 @@ L_KS = (1-alpha) E r - alpha E D weighs the two. The two trainers run one after 
 other (distill, then imitate) with learning rates alpha*lr and (1-alpha)*lr, which is
 that weighting applied to each term's gradient steps; alpha = 1 drops imitation.
 
-Both trainers see only parameters with requires_grad (the caller freezes the rest),
-run on CPU in fp32, save nothing and report to nothing.
+Both trainers see only parameters with requires_grad (the stage freezes the rest),
+run on CPU in fp32, save nothing and report to nothing. The `knowledge-seeding`
+stage below draws D from the teacher that `expansion` froze (or freezes one now,
+without expansion) on cues taken from the experience's documents.
 """
 
 from __future__ import annotations
@@ -24,13 +26,23 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast, PrinterCallback
 
-from somna.learners.lm_rewards import abs_reward, combine_rewards, same_meaning
+from somna.learners.base import Metrics, derive_seed
+from somna.learners.stages import SleepStage
+from somna.learners.text.rewards import abs_reward, combine_rewards, same_meaning
+from somna.platform.registry import register_sleep_stage
+
+if TYPE_CHECKING:
+    from somna.learners.text.learner import TextSleepContext
+    from somna.learners.text.sleep import SleepLearner
+
+SEEDING_SALT = 7
 
 COMMON_ARGS: dict[str, Any] = {
     "bf16": False,
@@ -177,3 +189,87 @@ def imitate(
             unpatch(student)
     mean = {key: sum(values) / len(values) if values else float("nan") for key, values in seen.items()}
     return {"imitation_reward": mean["reward"], "r_sem": mean["r_sem"], "r_abs": mean["r_abs"]}
+
+
+@dataclass
+class KnowledgeSeedingOptions:
+    """`learner.sleep.options.knowledge-seeding` (PAPERS.md symbols)."""
+
+    lmbda: float = 0.5  # on-policy fraction of GKD's sequences
+    beta: float = 0.5  # divergence: 0 forward KL, 1 reverse KL, 0.5 JSD
+    alpha: float = 0.5  # L_KS weight of distillation vs imitation (1 = no imitation)
+    gamma: float = 0.5  # imitation reward weight of r_sem vs r_abs
+    z0: float = 0.5  # r_abs is 0 beyond this normalised edit distance
+    steps: int = 8
+    lr: float = 1e-2
+    num_prompts: int = 16
+    prompt_words: int = 3  # a cue is the first words of a document
+    batch_size: int = 4
+    num_generations: int = 4
+    max_new_tokens: int = 24
+    prefix_fraction: float = 0.5  # the part of a teacher sample the student is given to complete
+
+    def __post_init__(self) -> None:
+        for key in ("lmbda", "beta", "alpha", "gamma", "z0", "prefix_fraction"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"learner.sleep.options.knowledge-seeding.{key} must be in [0, 1], got {getattr(self, key)}")
+
+
+@register_sleep_stage("knowledge-seeding", modality="text")
+class KnowledgeSeeding(SleepStage):
+    """L_KS = (1-alpha) E r - alpha E D over teacher samples, training only what expansion unlocked."""
+
+    Options = KnowledgeSeedingOptions
+    hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "receiver_block", "training_texts")
+
+    def __call__(self, learner: SleepLearner, context: TextSleepContext) -> Metrics:
+        opts, model, tokenizer = self.options, learner.model, learner.tokenizer
+        teacher = context.teacher or learner.frozen_copy()
+        learner.apply_pending_updates()
+        trainable = self.trainable(learner, context)
+        seed = derive_seed(learner.seed, context.index, SEEDING_SALT)
+        prompts = self.prompts(learner.training_texts(context.experience), seed)
+        completions = sample(teacher, tokenizer, prompts, opts.max_new_tokens, seed)
+        metrics: Metrics = {"trainable_params": float(sum(p.numel() for p in trainable))}
+        train_only(model, trainable)
+        try:
+            if opts.alpha > 0:
+                metrics |= distill(
+                    model, teacher, tokenizer, prompts, completions,
+                    lmbda=opts.lmbda, beta=opts.beta, steps=opts.steps, lr=opts.alpha * opts.lr,
+                    batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens, seed=seed,
+                )
+            if opts.alpha < 1:
+                dreams = [f"{p} {c}" for p, c in zip(prompts, completions)]
+                cuts = [max(1, int(len(d) * opts.prefix_fraction)) for d in dreams]
+                metrics |= imitate(
+                    model, tokenizer, [d[:k] for d, k in zip(dreams, cuts)], [d[k:] for d, k in zip(dreams, cuts)],
+                    gamma=opts.gamma, z0=opts.z0, steps=opts.steps, lr=(1 - opts.alpha) * opts.lr,
+                    num_generations=opts.num_generations, max_new_tokens=opts.max_new_tokens, seed=seed,
+                )
+        finally:
+            train_only(model, list(model.parameters()))
+            model.eval()
+        return metrics
+
+    @staticmethod
+    def trainable(learner: SleepLearner, context: TextSleepContext) -> list[torch.nn.Parameter]:
+        """The expert expansion unlocked, else the whole receiving block."""
+        if context.new_expert is not None:
+            block, expert = context.new_expert
+            return list(learner.model.cms[block].experts[expert].parameters())
+        return list(learner.model.cms[learner.receiver_block()].parameters())
+
+    def prompts(self, texts: list[str], seed: int) -> list[str]:
+        """Openings of the experience's documents: the cues the teacher dreams from."""
+        count = self.options.num_prompts
+        order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
+        picks = (order * (count // max(len(order), 1) + 1))[:count]
+        return [" ".join(texts[i].split()[: self.options.prompt_words]) for i in picks]
+
+
+def train_only(model: torch.nn.Module, parameters: list[torch.nn.Parameter]) -> None:
+    """requires_grad on exactly `parameters` (TRL's trainers optimise whatever requires grad)."""
+    keep = {id(p) for p in parameters}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in keep)

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from somna.learners.classifier import require_option
-from somna.learners.replay import ReplayConfig, ReplayLearner
+from somna.learners.vector.classifier import require_option
+from somna.learners.vector.replay import ReplayConfig, ReplayLearner
 from somna.platform.registry import register_learner
 
 
@@ -29,7 +29,7 @@ class DERConfig(ReplayConfig):
     beta: float = 1.0  # weight of the label-replay term
 
 
-@register_learner("der", modality="vector")
+@register_learner("der")
 class DERLearner(ReplayLearner):
     """DER++: reservoir replay of labels and of the stored logits (logit matching)."""
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from somna.learners.classifier import ClassifierLearner
+from somna.learners.vector.classifier import ClassifierLearner
 from somna.platform.registry import register_learner
 
 
-@register_learner("finetune", modality="vector")
+@register_learner("finetune")
 class FinetuneLearner(ClassifierLearner):
     """Plain sequential training on each experience (lower bound: forgets old classes)."""

@@ -4,7 +4,7 @@ Baselines subclass `ClassifierLearner` and override one hook each
 (`extra_loss`, `before_wake`, `after_wake`, `training_data`), which keeps every
 baseline a short module that says only what makes it different. During a wake,
 `self.experience_index` names the experience being learned, so hooks can draw
-from `self.generator(self.experience_index, salt)` and a run resumed from
+from `self.generator(self.experience_index, salt)` (learners/base.py) and a run resumed from
 `state_dict` after experience i draws exactly the same numbers.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from somna.learners.backbones import MLP
+from somna.learners.shared.backbones import MLP
 from somna.learners.base import Learner, LearnerConfig, Metrics
-from somna.learners.optim import build_optimizer
+from somna.learners.shared.optimizers import build_optimizer
 
 
 @dataclass
@@ -46,6 +46,7 @@ class ClassifierLearner(Learner):
     """Trains an MLP with cross-entropy for `epochs` passes per experience (optimizer reset each time)."""
 
     Config = ClassifierConfig
+    model: torch.nn.Module
 
     def __init__(self, config: Any, info: Any, seed: int):
         super().__init__(config, info, seed)
@@ -97,13 +98,6 @@ class ClassifierLearner(Learner):
         self.model.eval()
         self.after_wake(x_new, y_new, task_new)
         return {"loss": total / max(steps, 1), "train_examples": float(len(y))}
-
-    def generator(self, experience_index: int, salt: int = 0) -> torch.Generator:
-        """A generator fixed by (seed, experience, salt), so a resumed run draws the same numbers.
-
-        Salt 0 is the wake loop's shuffling; a hook drawing its own numbers uses its own salt.
-        """
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + experience_index * 101 + salt)
 
     # -- scenario handling --------------------------------------------------------------
     def _build_task_masks(self) -> torch.Tensor | None:

@@ -1,6 +1,6 @@
 """`hnet` for text streams: the hypernetwork generates PEFT LoRA adapters of the sleep LM, one per task embedding.
 
-The LM (learners/lm_model.py) gets LoRA adapters (PEFT, rank `lora_rank`) on
+The LM (learners/text/model.py) gets LoRA adapters (PEFT, rank `lora_rank`) on
 its CMS MLPs (`lora_targets`); their A/B matrices are not parameters but the
 output of the `ChunkedHypernetwork` for the current task embedding, so the
 `hypernet` sleep stage (learners/hypernet.py) trains them with the same
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from somna.learners.base import Metrics, SleepConfig, SleepContext
 from somna.learners.hypernet import ChunkedHypernetwork
-from somna.learners.lm_learner import TextLearner, TextLearnerConfig
+from somna.learners.text.learner import TextLearner, TextLearnerConfig
 from somna.platform.registry import register_learner
 
 
@@ -41,11 +41,13 @@ class HnetLMConfig(TextLearnerConfig):
     sleep: SleepConfig = field(default_factory=lambda: SleepConfig(stages=["hypernet"]))
 
 
-@register_learner("hnet", modality="text")
+@register_learner("hnet")
 class HnetLM(TextLearner):
     """Sleep LM whose LoRA adapters come from a task-conditioned hypernetwork (von Oswald et al. 2020)."""
 
     Config = HnetLMConfig
+    hypernet: ChunkedHypernetwork  # the `hypernet` stage's hooks (learners/hypernet.py)
+    task_embeddings: Tensor
 
     def __init__(self, config: Any, info: Any, seed: int):
         super().__init__(config, info, seed)

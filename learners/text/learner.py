@@ -15,6 +15,7 @@ Evaluation decodes greedily from each probe's `prompt` and scores against
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from somna.learners.base import Learner, LearnerConfig, Metrics, SleepContext
-from somna.learners.lm_model import SleepLM, SleepLMConfig
-from somna.learners.lm_rewards import chrf, exact_match
-from somna.learners.lm_tokenizer import VOCAB_SIZE, build_byte_tokenizer
+from somna.learners.text.model import SleepLM, SleepLMConfig
+from somna.learners.text.rewards import chrf, exact_match
+from somna.learners.text.tokenizer import VOCAB_SIZE, build_byte_tokenizer
 
 
 def encode_pairs(tokenizer: Any, prompts: list[str], completions: list[str], max_length: int) -> dict[str, torch.Tensor]:
@@ -85,11 +86,21 @@ class TextLearnerConfig(LearnerConfig):
     reward_holdout: float = 0.0  # fraction of each experience's QA lines wake does not read (dreaming's reward probes)
 
 
+@dataclass
+class TextSleepContext(SleepContext):
+    """A text learner's sleep: what its stages hand each other (expansion -> knowledge seeding)."""
+
+    teacher: torch.nn.Module | None = None  # the model before expansion and the pending update (frozen)
+    new_expert: tuple[int, int] | None = None  # (CMS block, expert) that expansion unlocked
+
+
 class TextLearner(Learner):
     """Next-token learning on text streams with a `SleepLM`; subclasses change data or add sleep hooks."""
 
     Config = TextLearnerConfig
     modality = "text"
+    model: SleepLM  # the parts sleep stages use (their hooks)
+    tokenizer: Any
     # May sleep on Ray Train workers (learners/distributed.py): the state dict carries wake's pending
     # update; TRL's trainers shard their batches through accelerate, dreaming shards its LoRA trials,
     # and the other sleep loops run replicated (same seeds, same floats on every rank).
@@ -134,9 +145,6 @@ class TextLearner(Learner):
         """<s> text </s>, left-padded; labels are the ids with padding ignored."""
         return encode_pairs(self.tokenizer, [""] * len(texts), texts, self.config.max_length)
 
-    def generator(self, experience_index: int, salt: int = 0) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + experience_index * 101 + salt)
-
     # -- wake: online reading with CMS periods -----------------------------------------------
     def parameter_groups(self) -> list[tuple[int, list[torch.nn.Parameter]]]:
         """(update period, parameters): the core, then one group per CMS block."""
@@ -179,10 +187,19 @@ class TextLearner(Learner):
             optimizer.zero_grad()
         self._optimizers = None
 
-    def sleep(self, context: SleepContext) -> Metrics:
-        metrics = super().sleep(context)
+    def begin_sleep(self, context: SleepContext) -> TextSleepContext:
+        return TextSleepContext(**vars(context))
+
+    def end_sleep(self, context: SleepContext) -> None:
+        """Whatever update the stages left pending lands now, so the next wake starts from it."""
         self.apply_pending_updates()
-        return metrics
+
+    def frozen_copy(self) -> torch.nn.Module:
+        """The model as it is now, frozen: a sleep's teacher (LM_theta of the paper) or reference."""
+        copy_ = copy.deepcopy(self.model).eval()
+        for parameter in copy_.parameters():
+            parameter.requires_grad_(False)
+        return copy_
 
     # -- evaluation -------------------------------------------------------------------------
     def probe_prompt(self, row: dict[str, str]) -> str:

@@ -1,4 +1,6 @@
-"""Dreaming (PAPERS.md, "Language Models Need Sleep" / SEAL): the model writes its own rehearsal data.
+"""The text `dreaming` sleep stage (PAPERS.md, "Language Models Need Sleep" / SEAL): the model writes its own rehearsal data.
+
+Any text learner can host it (`seal` is fine-tuning + this stage; `sleep` adds it after knowledge seeding).
 
 For the experience just woken on (context C = its passages; metric tau = minus the
 answer NLL per token of its reward probes — the QA lines wake did not read
@@ -40,18 +42,18 @@ from __future__ import annotations
 import copy
 import json
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
 
-from somna.learners.base import Metrics, SleepConfig, SleepContext, stage_options
-from somna.learners.distributed import DataParallel
-from somna.learners.lm_baselines import FinetuneLM
-from somna.learners.lm_learner import TextLearner, TextLearnerConfig, answer_nll, encode_pairs
-from somna.platform.registry import register_learner
+from somna.learners.base import Metrics, SleepContext, derive_seed
+from somna.learners.shared.distributed import DataParallel
+from somna.learners.stages import SleepStage
+from somna.learners.text.learner import TextLearner, answer_nll, encode_pairs
+from somna.platform.registry import register_sleep_stage
 
 LORA_TARGETS = ["fc_in", "fc_out", "qkv", "out"]
 
@@ -192,7 +194,7 @@ def lora_improvements(reference: torch.nn.Module, tokenizer: Any, dreams: list[s
 
 def dream_seed(seed: int, dream: str) -> int:
     """The LoRA seed of a dream: a function of the run seed and the text alone, so the reward is too."""
-    return seed * 1_000_003 + zlib.crc32(dream.encode())
+    return derive_seed(seed, salt=zlib.crc32(dream.encode()))
 
 
 def ray_has_room(min_cpus: float = 2.0) -> bool:
@@ -221,30 +223,34 @@ def render_prompt(template: str, passage: str, opening_words: int) -> tuple[str,
     return template.format(passage=passage, opening=opening), template.replace("{passage}", "").format(opening=opening).strip()
 
 
-class DreamingMixin:
-    """The `dream` hook of the `dreaming` sleep stage, for TextLearner subclasses."""
+@register_sleep_stage("dreaming", modality="text")
+class Dreaming(SleepStage):
+    """ReST-EM dreaming: sample dreams, select by gradient, reward through LoRA copies, fit the rewarded ones."""
 
-    def dream(self: Any, context: SleepContext, **options: Any) -> Metrics:
-        opts = stage_options(DreamingOptions, "dreaming", options)
-        self.apply_pending_updates()  # wake's pending slow-block update lands first: dreams come from the whole woken model
-        generator = self.generator(context.index, salt=11)
-        passages, probes = dream_context(context.experience, self.held_out_rows(context.experience), opts.max_passages)
-        reference = copy.deepcopy(self.model).eval()
+    Options = DreamingOptions
+    hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "held_out_rows", "training_texts")
+
+    def __call__(self, learner: TextLearner, context: SleepContext) -> Metrics:
+        opts = self.options
+        learner.apply_pending_updates()  # wake's pending slow-block update lands first: dreams come from the whole woken model
+        generator = learner.generator(context.index, salt=11)
+        passages, probes = dream_context(context.experience, learner.held_out_rows(context.experience), opts.max_passages)
+        reference = learner.frozen_copy()
         trial = LoraTrial(
-            probes, task_score(reference, self.tokenizer, probes), opts.lora_rank, opts.lora_steps, opts.lora_lr,
-            self.config.max_length, torch.get_num_threads(),
+            probes, task_score(reference, learner.tokenizer, probes), opts.lora_rank, opts.lora_steps, opts.lora_lr,
+            learner.config.max_length, torch.get_num_threads(),
         )
-        anchors = self.training_texts(context.experience) if opts.anchor_documents else []
+        anchors = learner.training_texts(context.experience) if opts.anchor_documents else []
         records: list[DreamRecord] = []
         rewarded: list[DreamRecord] = []
         fractions = []
         for round_index in range(opts.rounds):
-            batch = self.dream_round(round_index, passages, opts, generator)
-            scores = self.selection_scores(batch, probes, opts)
+            batch = self.dream_round(learner, round_index, passages, generator)
+            scores = self.selection_scores(learner, batch, probes)
             top_k = opts.top_k if opts.gradient_selection else 0
             kept = select(scores, top_k, opts.random_keep + opts.top_k - top_k, generator)
-            seeds = [dream_seed(self.seed, batch[i].dream) for i in kept]
-            improvements = lora_improvements(reference, self.tokenizer, [batch[i].dream for i in kept], seeds, trial, opts.reward_tasks)
+            seeds = [dream_seed(learner.seed, batch[i].dream) for i in kept]
+            improvements = lora_improvements(reference, learner.tokenizer, [batch[i].dream for i in kept], seeds, trial, opts.reward_tasks)
             for record, score in zip(batch, scores):
                 record.score = score
             for index, improvement in zip(kept, improvements):
@@ -252,11 +258,11 @@ class DreamingMixin:
             rewarded = [batch[i] for i in kept if batch[i].reward > 0]
             fractions.append(len(rewarded) / max(len(kept), 1))
             if rewarded:  # ReST-EM M-step: the generator imitates its rewarded samples
-                self.fit([r.prompt for r in rewarded], [r.sample for r in rewarded], anchors, opts.sft_steps_per_round, opts.lr)
+                fit(learner, [r.prompt for r in rewarded], [r.sample for r in rewarded], anchors, opts.sft_steps_per_round, opts.lr)
             records += batch
         consolidated = 0.0
         if rewarded:
-            consolidated = self.fit([""] * len(rewarded), [r.dream for r in rewarded], anchors, opts.consolidation_steps, opts.lr)
+            consolidated = fit(learner, [""] * len(rewarded), [r.dream for r in rewarded], anchors, opts.consolidation_steps, opts.lr)
         write_dreams(context, records)
         kept_records = [r for r in records if r.kept]
         return {
@@ -266,45 +272,49 @@ class DreamingMixin:
             "consolidation_loss": consolidated,
         }
 
-    def fit(self: Any, prompts: list[str], completions: list[str], anchors: list[str], steps: int, lr: float) -> float:
-        """SFT on (prompt -> completion) pairs, next to the experience's own documents when anchored."""
-        batch = encode_pairs(self.tokenizer, prompts + [""] * len(anchors), completions + anchors, self.config.max_length)
-        return sft_steps(self.model, batch, steps, lr)
-
-    def selection_scores(self: Any, batch: list[DreamRecord], probes: tuple[list[str], list[str]], opts: DreamingOptions) -> list[float]:
+    def selection_scores(self, learner: TextLearner, batch: list[DreamRecord], probes: tuple[list[str], list[str]]) -> list[float]:
         """Gradient scores of the round's dreams (zeros without gradient selection)."""
-        if not opts.gradient_selection:
+        if not self.options.gradient_selection:
             return [0.0] * len(batch)
         direction = None
-        if opts.gradient_score == "alignment":
-            direction = loss_gradient(self.model, encode_pairs(self.tokenizer, *probes, self.config.max_length))
-        return gradient_scores(self.model, self.tokenizer, [r.dream for r in batch], self.config.max_length, direction)
+        if self.options.gradient_score == "alignment":
+            direction = loss_gradient(learner.model, encode_pairs(learner.tokenizer, *probes, learner.config.max_length))
+        return gradient_scores(learner.model, learner.tokenizer, [r.dream for r in batch], learner.config.max_length, direction)
 
-    def dream_round(self: Any, round_index: int, passages: list[str], opts: DreamingOptions, generator: torch.Generator) -> list[DreamRecord]:
+    def dream_round(self, learner: TextLearner, round_index: int, passages: list[str], generator: torch.Generator) -> list[DreamRecord]:
         """Sample `dreams_per_passage` dreams per passage (with novelty routing if `random_expert`)."""
+        opts = self.options
         cues = [(p, *render_prompt(opts.prompt, p, opts.opening_words)) for p in passages for _ in range(opts.dreams_per_passage)]
         prompts = [prompt for _, prompt, _ in cues]
         if opts.random_expert:
-            with self.model.novelty_routing(generator):
-                samples = self.sample_texts(prompts, opts.max_new_tokens, generator, opts.temperature)
+            with learner.model.novelty_routing(generator):
+                samples = sample_texts(learner, prompts, opts.max_new_tokens, generator, opts.temperature)
         else:
-            samples = self.sample_texts(prompts, opts.max_new_tokens, generator, opts.temperature)
+            samples = sample_texts(learner, prompts, opts.max_new_tokens, generator, opts.temperature)
         return [
             DreamRecord(round_index, passage, prompt, f"{cue} {sample}".strip(), sample)
             for (passage, prompt, cue), sample in zip(cues, samples)
             if sample.strip()
         ]
 
-    @torch.no_grad()
-    def sample_texts(self: Any, prompts: list[str], max_new_tokens: int, generator: torch.Generator, temperature: float = 1.0) -> list[str]:
-        """Sampled continuations of `prompts` ("<s>prompt " -> up to </s>), seeded by `generator`."""
-        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-        batch = self.tokenizer([f"{self.tokenizer.bos_token}{p} " for p in prompts], padding=True, return_tensors="pt", add_special_tokens=False)
-        out = self.model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=True, top_k=0, top_p=1.0, temperature=temperature,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-        )
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out[:, batch["input_ids"].size(1) :]]
+
+def fit(learner: TextLearner, prompts: list[str], completions: list[str], anchors: list[str], steps: int, lr: float) -> float:
+    """SFT of the learner's model on (prompt -> completion) pairs, next to the experience's own documents when anchored."""
+    batch = encode_pairs(learner.tokenizer, prompts + [""] * len(anchors), completions + anchors, learner.config.max_length)
+    return sft_steps(learner.model, batch, steps, lr)
+
+
+@torch.no_grad()
+def sample_texts(learner: TextLearner, prompts: list[str], max_new_tokens: int, generator: torch.Generator, temperature: float = 1.0) -> list[str]:
+    """Sampled continuations of `prompts` ("<s>prompt " -> up to </s>), seeded by `generator`."""
+    tokenizer = learner.tokenizer
+    torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+    batch = tokenizer([f"{tokenizer.bos_token}{p} " for p in prompts], padding=True, return_tensors="pt", add_special_tokens=False)
+    out = learner.model.generate(
+        **batch, max_new_tokens=max_new_tokens, do_sample=True, top_k=0, top_p=1.0, temperature=temperature,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out[:, batch["input_ids"].size(1) :]]
 
 
 def dream_context(experience: Any, reward_rows: list[dict[str, str]], max_passages: int) -> tuple[list[str], tuple[list[str], list[str]]]:
@@ -327,21 +337,3 @@ def write_dreams(context: SleepContext, records: list[DreamRecord]) -> None:
     with open(path, "w") as handle:
         for record in records:
             handle.write(json.dumps({"experience": context.index, **asdict(record)}) + "\n")
-
-
-@dataclass
-class SealConfig(TextLearnerConfig):
-    name: str = "seal"
-    sleep: SleepConfig = field(default_factory=lambda: SleepConfig(stages=["dreaming"]))
-
-
-@register_learner("seal", modality="text")
-class SealLM(DreamingMixin, TextLearner):
-    """SEAL-style: fine-tune, then dream self-edits rewarded through LoRA copies (ReST-EM); no expansion or seeding."""
-
-    Config = SealConfig
-
-
-@register_learner("finetune-no-dream", modality="text")
-class FinetuneNoDreamLM(FinetuneLM):
-    """The dreaming table's fine-tuning row: next-token SFT on each experience, no sleep."""

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from somna.learners.classifier import ClassifierConfig, ClassifierLearner, require_option
+from somna.learners.vector.classifier import ClassifierConfig, ClassifierLearner, require_option
 from somna.platform.registry import register_learner
 
 
@@ -71,7 +71,7 @@ def expected_fisher(model: nn.Module, x: torch.Tensor, classes: list[int] | None
     return {name: value / len(x) for name, value in fisher.items()}
 
 
-@register_learner("ewc", modality="vector")
+@register_learner("ewc")
 class EWCLearner(ClassifierLearner):
     """Online elastic weight consolidation: a decayed diagonal-Fisher penalty towards the last anchor."""
 

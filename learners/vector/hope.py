@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 import somna.kernels  # noqa: F401  (registers the hope kernel)
-from somna.learners.backbones import MLP
-from somna.learners.classifier import ClassifierConfig, ClassifierLearner, experience_tensors
+from somna.learners.shared.backbones import MLP
+from somna.learners.vector.classifier import ClassifierConfig, ClassifierLearner, experience_tensors
 from somna.platform.registry import KERNELS, register_learner
 
 
@@ -78,7 +78,7 @@ class HopeClassifier(nn.Module):
         return self.head(self.norm(tokens.mean(dim=1)))
 
 
-@register_learner("hope", modality="vector")
+@register_learner("hope")
 class HopeLearner(ClassifierLearner):
     """Hope block stack over feature patches: test-time memories at several frequencies, sleeps with any stages."""
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from somna.learners.classifier import ClassifierConfig, ClassifierLearner, require_option
+from somna.learners.vector.classifier import ClassifierConfig, ClassifierLearner, require_option
 from somna.platform.registry import register_learner
 
 
@@ -40,7 +40,7 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
     ) * temperature**2
 
 
-@register_learner("lwf", modality="vector")
+@register_learner("lwf")
 class LwFLearner(ClassifierLearner):
     """Learning without Forgetting: distill the previous model's old-class logits on the new data."""
 

@@ -1,12 +1,7 @@
-"""Text baselines on the same streams as the sleep learner: finetune, replay, in-context.
+"""Text replay: fine-tuning plus a reservoir-sampled buffer of past *documents* mixed into every wake.
 
-* finetune: next-token SFT on each experience's documents, nothing else.
-* replay: finetune plus a reservoir-sampled buffer of past *documents* (raw text,
-  `buffer_size` of them; this is stored past data and counts toward memory), mixed
-  into every wake.
-* in-context: each probe is asked with its passage in the prompt, and wake trains
-  the QA lines in that same reading format (passage + question + answer): the
-  ceiling for knowledge that only has to be read, not stored.
+The buffer holds `buffer_size` raw documents (stored past data: it counts toward
+the learner's memory budget).
 """
 
 from __future__ import annotations
@@ -16,13 +11,8 @@ from typing import Any
 
 import torch
 
-from somna.learners.lm_learner import TextLearner, TextLearnerConfig
+from somna.learners.text.learner import TextLearner, TextLearnerConfig
 from somna.platform.registry import register_learner
-
-
-@register_learner("finetune", modality="text")
-class FinetuneLM(TextLearner):
-    """Next-token fine-tuning on each experience's documents (no sleep, no memory of the past)."""
 
 
 @dataclass
@@ -32,7 +22,7 @@ class ReplayLMConfig(TextLearnerConfig):
     max_document_bytes: int = 512
 
 
-@register_learner("replay", modality="text")
+@register_learner("replay")
 class ReplayLM(TextLearner):
     """Fine-tuning that rehearses a reservoir buffer of past documents (raw text) in every wake."""
 
@@ -76,19 +66,3 @@ class ReplayLM(TextLearner):
         rows, lengths = state["buffer.bytes"], state["buffer.lengths"].tolist()
         self.buffer = [bytes(rows[i, :n].tolist()).decode() for i, n in enumerate(lengths)]
         self.seen = state["buffer.seen"].clone()
-
-
-@register_learner("in-context", modality="text")
-class InContextLM(TextLearner):
-    """Fine-tuning in the reading format, evaluated with each probe's passage in the prompt (the ceiling)."""
-
-    def training_texts(self, experience: Any) -> list[str]:
-        held_out = self.held_out_rows(experience)
-        return [
-            f"{row['context']} {row['text']}" if row["prompt"] and row["context"] else row["text"]
-            for row in experience.train
-            if row not in held_out
-        ]
-
-    def probe_prompt(self, row: dict[str, str]) -> str:
-        return f"{row['context']} {row['prompt']}" if row.get("context") else row["prompt"]

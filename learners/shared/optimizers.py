@@ -1,4 +1,7 @@
-"""Expressive optimizers from Nested Learning: optimizers as associative memories over gradients.
+"""Optimizers by name (`learner.optimizer=sgd`), including the expressive ones of Nested Learning.
+
+`OPTIMIZERS` is the one table a config picks from (`build_optimizer`). The
+expressive optimizers treat optimizers as associative memories over gradients.
 
 Momentum is a memory that compresses the gradient stream (PAPERS.md, "Optimizers
 as memories"); these optimizers change that memory:
@@ -26,7 +29,7 @@ Choices the paper leaves open (documented here, used everywhere below):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -289,3 +292,24 @@ class DeepMomentum(MatrixOptimizer):
         grad_a = keys.mT @ ((residual @ b.mT) * (1 - hidden.pow(2)))
         a.mul_(group["retention"]).sub_(grad_a, alpha=group["memory_lr"])
         b.mul_(group["retention"]).sub_(grad_b, alpha=group["memory_lr"])
+
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], float], torch.optim.Optimizer]
+
+OPTIMIZERS: dict[str, OptimizerFactory] = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+    "muon": lambda params, lr: Muon(params, lr=lr),
+    "drop-muon": lambda params, lr: Muon(params, lr=lr, drop=0.5),
+    "m3": lambda params, lr: M3(params, lr=lr),
+    "delta-momentum": lambda params, lr: DeltaMomentum(params, lr=lr),
+    "deep-momentum": lambda params, lr: DeepMomentum(params, lr=lr),
+}
+
+
+def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    try:
+        factory = OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(sorted(OPTIMIZERS))}") from None
+    return factory(params, lr)

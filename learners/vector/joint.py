@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from somna.learners.classifier import ClassifierConfig, ClassifierLearner
+from somna.learners.vector.classifier import ClassifierConfig, ClassifierLearner
 from somna.platform.registry import register_learner
 
 COLUMNS = ("x", "y", "task")
@@ -18,7 +18,7 @@ class JointConfig(ClassifierConfig):
     name: str = "joint"
 
 
-@register_learner("joint", modality="vector")
+@register_learner("joint")
 class JointLearner(ClassifierLearner):
     """Trains on the union of every experience seen so far (upper bound; stores all data)."""
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from somna.learners.buffers import ReservoirBuffer
-from somna.learners.classifier import ClassifierConfig, ClassifierLearner, require_option
+from somna.learners.shared.buffers import ReservoirBuffer
+from somna.learners.vector.classifier import ClassifierConfig, ClassifierLearner, require_option
 from somna.platform.registry import register_learner
 
 SAMPLE_SALT = 1  # generator salt for drawing replay batches
@@ -27,7 +27,7 @@ class ReplayConfig(ClassifierConfig):
     buffer: int = 200  # examples kept (the memory budget)
 
 
-@register_learner("replay", modality="vector")
+@register_learner("replay")
 class ReplayLearner(ClassifierLearner):
     """Reservoir experience replay with a fixed buffer of past examples."""
 

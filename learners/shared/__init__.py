@@ -1,0 +1,1 @@
+"""Parts that two or more learners use: backbones, buffers, optimizers, data parallelism."""

@@ -1,0 +1,28 @@
+"""On-policy self-distillation (`opsd`): the sleep learner with knowledge seeding only.
+
+No expansion (the receiving block itself is trained) and no imitation: lambda = 1
+(every distillation sequence is the student's own sample) and alpha = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from somna.learners.base import SleepConfig
+from somna.learners.text.sleep import SleepLearner, SleepLearnerConfig
+from somna.platform.registry import register_learner
+
+
+@dataclass
+class OPSDConfig(SleepLearnerConfig):
+    name: str = "opsd"
+    sleep: SleepConfig = field(
+        default_factory=lambda: SleepConfig(stages=["knowledge-seeding"], options={"knowledge-seeding": {"lmbda": 1.0, "alpha": 1.0}})
+    )
+
+
+@register_learner("opsd")
+class OPSDLearner(SleepLearner):
+    """On-policy self-distillation only: no expansion, no imitation (lambda = 1, alpha = 1)."""
+
+    Config = OPSDConfig
