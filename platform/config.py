@@ -243,7 +243,7 @@ def _check_sleep_stages(cfg: DictConfig, learner_cls: type) -> None:
 
 
 def _check_sleep_workers(cfg: DictConfig, learner_cls: type) -> None:
-    """Sleep workers need Ray, and a learner that opted in (`data_parallel_sleep`, see learners/distributed.py)."""
+    """Sleep workers need Ray, and a learner that opted in (`data_parallel_sleep`, see learners/shared/distributed.py)."""
     workers = cfg.resources.sleep.workers
     if workers < 0:
         raise ConfigError(f"bad value for 'resources.sleep.workers': must be >= 0, got {workers}")

@@ -3,7 +3,7 @@
 The learner actor keeps the learner between phases. For a sleep its state dict
 goes to every worker as one object ref; each worker rebuilds the learner and
 runs `LearnerHost.sleep` (same phase seed everywhere, so every rank draws the
-same batches and the learner's loops shard them, see learners/distributed.py).
+same batches and the learner's loops shard them, see learners/shared/distributed.py).
 Only rank 0 gets the artifacts dir, so files such as dreams.jsonl are written
 once. Rank 0 reports the consolidated state as a safetensors checkpoint with the
 sleep metrics plus `ray_train/world_size` and every rank's state digest (equal

@@ -89,7 +89,7 @@ def test_prompt_templates_condition_on_the_passage_and_keep_the_cue():
     assert dreaming.render_prompt("{passage} Q:", passage, 1) == (f"{passage} Q:", "Q:")
     assert dreaming.render_prompt("{opening}", passage, 2) == ("tone lives", "tone lives")
     with pytest.raises(ValueError, match="prompt"):
-        dreaming.DreamingOptions(prompt="{answer}")
+        dreaming.ReSTEMDreamingOptions(prompt="{answer}")
 
 
 def test_held_out_qa_lines_are_never_read_in_wake_and_are_the_reward_probes():
@@ -113,7 +113,7 @@ def test_dream_logs_every_dream_and_the_m_step_fits_the_rewarded_ones(tmp_path, 
     learner, curriculum = micro_seal(0, "learner.model.dim=64", "learner.lr=0.01")
     monkeypatch.setattr(dreaming, "lora_improvements", lambda reference, tokenizer, dreams, *args: [1.0] * len(dreams))
     before = {k: v.clone() for k, v in learner.model.state_dict().items()}
-    stage = dreaming.Dreaming.with_options(top_k=2, random_keep=1, rounds=1, max_new_tokens=16, consolidation_steps=0)
+    stage = dreaming.ReSTEMDreaming.with_options(top_k=2, random_keep=1, rounds=1, max_new_tokens=16, consolidation_steps=0)
     metrics = stage(learner, SleepContext(curriculum[0], 2, seed=0, artifacts_dir=tmp_path))
     records = [json.loads(line) for line in (tmp_path / "dreams.jsonl").read_text().splitlines()]
     kept = [r for r in records if r["kept"]]
@@ -137,7 +137,7 @@ def test_rest_em_raises_the_rewarded_fraction_over_two_rounds():
 
     def fractions(m_steps: int) -> tuple[float, float]:
         learner, curriculum = micro_seal(0)
-        metrics = dreaming.Dreaming.with_options(sft_steps_per_round=m_steps, **options)(learner, SleepContext(curriculum[0], 2, seed=0))
+        metrics = dreaming.ReSTEMDreaming.with_options(sft_steps_per_round=m_steps, **options)(learner, SleepContext(curriculum[0], 2, seed=0))
         return metrics["rewarded_fraction/round0"], metrics["rewarded_fraction/round1"]
 
     first, with_m_step = fractions(30)
@@ -165,5 +165,5 @@ def test_dreaming_learners_are_registered_for_text():
 
 def test_unknown_dreaming_option_is_a_one_line_error():
     with pytest.raises(ValueError, match="unknown option.*bogus"):
-        dreaming.Dreaming.with_options(bogus=1)
+        dreaming.ReSTEMDreaming.with_options(bogus=1)
 

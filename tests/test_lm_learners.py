@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from somna.learners.base import SleepConfig, SleepContext
-from somna.learners.text.seeding import KnowledgeSeeding
-from somna.learners.text.sleep import Expansion
+from somna.learners.text.seeding import GKDSeeding
+from somna.learners.text.sleep import CMSExpansion
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import load_config
 
@@ -54,14 +54,14 @@ def test_expansion_then_seeding_change_only_what_they_should():
     context = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0))
     probe = learner.encode_documents(curriculum[0].test["text"])
 
-    metrics = Expansion()(learner, context)
+    metrics = CMSExpansion()(learner, context)
     assert metrics["unlocked"] == 1.0 and metrics["block"] == 1.0
     new_expert = {f"model.cms.1.experts.0.{p}" for p in ("down.weight", "up.weight", "gate.weight", "gate.bias")}
     assert changed(params(reference.model), learner.model) <= {"model.cms.1.expert_mask"} | new_expert
     assert torch.equal(learner.model(**probe).logits, reference.model(**probe).logits)  # function-preserving
 
     before = params(learner.model)
-    seeding = KnowledgeSeeding.with_options(steps=1, num_prompts=4, batch_size=2, num_generations=2, max_new_tokens=8)
+    seeding = GKDSeeding.with_options(steps=1, num_prompts=4, batch_size=2, num_generations=2, max_new_tokens=8)
     metrics = seeding(learner, context)
     moved = changed(before, learner.model)
     assert moved and moved <= new_expert  # every frozen tensor bit-identical
@@ -77,7 +77,7 @@ def test_seeding_without_expansion_trains_the_receiving_block_only():
     _, curriculum, learner = setup("learner.batch_size=1", "learner.model.cms_periods=[1,4]", stages=["knowledge-seeding"])
     learner.wake(curriculum[0])  # leaves block 1's update pending: teacher (before it) and student now differ
     before = params(learner.model)
-    seeding = KnowledgeSeeding.with_options(alpha=1.0, steps=1, num_prompts=4, batch_size=2, max_new_tokens=8)
+    seeding = GKDSeeding.with_options(alpha=1.0, steps=1, num_prompts=4, batch_size=2, max_new_tokens=8)
     seeding(learner, learner.begin_sleep(SleepContext(curriculum[0], 2, seed=0)))
     assert changed(before, learner.model) and all(n.startswith("model.cms.1.") for n in changed(before, learner.model))
 
@@ -85,9 +85,9 @@ def test_seeding_without_expansion_trains_the_receiving_block_only():
 def test_second_sleep_prunes_the_sender_and_cycles_the_receiver():
     _, curriculum, learner = setup("learner.model.cms_periods=[1,2,4]")
     context = learner.begin_sleep(SleepContext(curriculum[0], 2, seed=0))
-    assert Expansion()(learner, context)["block"] == 1.0
+    assert CMSExpansion()(learner, context)["block"] == 1.0
     learner.sleeps += 1
-    metrics = Expansion()(learner, context)
+    metrics = CMSExpansion()(learner, context)
     assert metrics == {"block": 2.0, "unlocked": 1.0, "pruned": 1.0, "active_experts": 1.0}
     assert learner.model.cms[1].unlocked() == [] and learner.model.cms[2].unlocked() == [0]
 

@@ -11,7 +11,7 @@ from somna.learners.base import SleepContext
 from somna.learners.vector.classifier import experience_tensors
 from somna.learners.vector.sleep_utils.bandit import Exp3Curriculum
 from somna.learners.vector.sleep_utils.lowrank import MaskedLowRankExperts
-from somna.learners.vector.sleep import SleepVisionLearner
+from somna.learners.vector.sleep import VectorSleepLearner
 
 TINY_DREAMS = {"generator_steps": 20, "steps": 10, "batch_size": 32}
 
@@ -20,15 +20,15 @@ def stream(num_experiences: int = 5, seed: int = 0) -> SplitDigits:
     return SplitDigits(OmegaConf.structured(SplitDigits.Config(num_experiences=num_experiences)), scenario="class", seed=seed)
 
 
-def learner(info, seed: int = 0, stages: list[str] | None = None, **overrides) -> SleepVisionLearner:
-    config = OmegaConf.structured(SleepVisionLearner.Config())
+def learner(info, seed: int = 0, stages: list[str] | None = None, **overrides) -> VectorSleepLearner:
+    config = OmegaConf.structured(VectorSleepLearner.Config())
     stages = ["expansion", "knowledge-seeding", "dreaming"] if stages is None else stages
     options = {"dreaming": TINY_DREAMS} if "dreaming" in stages else {}
     small = {"hidden": [64, 64], "epochs": 1, "vae_hidden": 64, "vae_latent": 8, "sleep": {"stages": stages, "options": options}}
-    return SleepVisionLearner(OmegaConf.merge(config, small, overrides), info, seed)
+    return VectorSleepLearner(OmegaConf.merge(config, small, overrides), info, seed)
 
 
-def sleep(model: SleepVisionLearner, experience, seed: int = 0) -> dict[str, float]:
+def sleep(model: VectorSleepLearner, experience, seed: int = 0) -> dict[str, float]:
     return model.sleep(SleepContext(experience=experience, num_experiences=5, seed=seed))
 
 

@@ -3,7 +3,7 @@
 Every run uses the `split-digits` preset (MLP 64-256-256-10, 5 epochs per
 experience) and changes only `learner.optimizer` and `learner.lr` (each
 learning rate is shared by all optimizers: the expressive ones scale their
-orthogonalised steps to Adam's steady-state RMS, see learners/optimizers.py). Runs go through the platform's runner (inline
+orthogonalised steps to Adam's steady-state RMS, see learners/shared/optimizers.py). Runs go through the platform's runner (inline
 executor) into a temporary directory.
 
 Run: .venv/bin/python docs/scripts/optimizer_table.py [--seed 0]
@@ -56,7 +56,7 @@ def main() -> None:
 MLP 64-256-256-10, 5 epochs per experience, SGD with momentum 0.9, replay
 with its default reservoir (200). ACC / BWT as defined
 in DESIGN.md; s = wall seconds of the run on a shared 2-core CPU (one thread).
-Expressive optimizers (learners/optimizers.py) update weight matrices with
+Expressive optimizers (learners/shared/optimizers.py) update weight matrices with
 their own rule and biases with Adam. Reading note: a positive replay BWT
 (the lr 1e-3 rows) means the new classes were hardly learned when first seen
 (R[j, j] near 0, e.g. Muon) and were picked up later from the buffer: at

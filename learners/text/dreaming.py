@@ -59,7 +59,7 @@ LORA_TARGETS = ["fc_in", "fc_out", "qkv", "out"]
 
 
 @dataclass
-class DreamingOptions:
+class ReSTEMDreamingOptions:
     """`learner.sleep.options.dreaming` of the text learners."""
 
     prompt: str = "Q:"  # template; {passage} = a passage of the experience, {opening} = its first `opening_words`
@@ -224,10 +224,10 @@ def render_prompt(template: str, passage: str, opening_words: int) -> tuple[str,
 
 
 @register_sleep_stage("dreaming", modality="text")
-class Dreaming(SleepStage):
+class ReSTEMDreaming(SleepStage):
     """ReST-EM dreaming: sample dreams, select by gradient, reward through LoRA copies, fit the rewarded ones."""
 
-    Options = DreamingOptions
+    Options = ReSTEMDreamingOptions
     hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "held_out_rows", "training_texts")
 
     def __call__(self, learner: TextLearner, context: SleepContext) -> Metrics:

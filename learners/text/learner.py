@@ -101,7 +101,7 @@ class TextLearner(Learner):
     modality = "text"
     model: SleepLM  # the parts sleep stages use (their hooks)
     tokenizer: Any
-    # May sleep on Ray Train workers (learners/distributed.py): the state dict carries wake's pending
+    # May sleep on Ray Train workers (learners/shared/distributed.py): the state dict carries wake's pending
     # update; TRL's trainers shard their batches through accelerate, dreaming shards its LoRA trials,
     # and the other sleep loops run replicated (same seeds, same floats on every rank).
     data_parallel_sleep = True

@@ -122,7 +122,7 @@ class ShortTermLayer(nn.Module):
         return x + self.mixer(self.norm(x), attention_mask)
 
 
-class MLP(nn.Module):
+class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.fc_in = nn.Linear(dim, hidden)
@@ -163,7 +163,7 @@ class CMSBlock(nn.Module):
         super().__init__()
         self.top_k = config.expert_top_k
         self.norm = nn.LayerNorm(config.dim)
-        self.mlp = MLP(config.dim, config.mlp_ratio * config.dim)
+        self.mlp = FeedForward(config.dim, config.mlp_ratio * config.dim)
         self.experts = nn.ModuleList(LowRankExpert(config.dim, config.expert_rank) for _ in range(config.num_experts))
         self.register_buffer("expert_mask", torch.zeros(config.num_experts))
         self.novelty_expert: int | None = None  # set only while dreaming (SleepLM.novelty_routing)

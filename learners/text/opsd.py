@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from somna.learners.base import SleepConfig
-from somna.learners.text.sleep import SleepLearner, SleepLearnerConfig
+from somna.learners.text.sleep import TextSleepLearner, TextSleepConfig
 from somna.platform.registry import register_learner
 
 
 @dataclass
-class OPSDConfig(SleepLearnerConfig):
+class OPSDConfig(TextSleepConfig):
     name: str = "opsd"
     sleep: SleepConfig = field(
         default_factory=lambda: SleepConfig(stages=["knowledge-seeding"], options={"knowledge-seeding": {"lmbda": 1.0, "alpha": 1.0}})
@@ -22,7 +22,7 @@ class OPSDConfig(SleepLearnerConfig):
 
 
 @register_learner("opsd")
-class OPSDLearner(SleepLearner):
+class OPSDLearner(TextSleepLearner):
     """On-policy self-distillation only: no expansion, no imitation (lambda = 1, alpha = 1)."""
 
     Config = OPSDConfig

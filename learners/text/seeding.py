@@ -40,7 +40,7 @@ from somna.platform.registry import register_sleep_stage
 
 if TYPE_CHECKING:
     from somna.learners.text.learner import TextSleepContext
-    from somna.learners.text.sleep import SleepLearner
+    from somna.learners.text.sleep import TextSleepLearner
 
 SEEDING_SALT = 7
 
@@ -192,7 +192,7 @@ def imitate(
 
 
 @dataclass
-class KnowledgeSeedingOptions:
+class GKDSeedingOptions:
     """`learner.sleep.options.knowledge-seeding` (PAPERS.md symbols)."""
 
     lmbda: float = 0.5  # on-policy fraction of GKD's sequences
@@ -216,13 +216,13 @@ class KnowledgeSeedingOptions:
 
 
 @register_sleep_stage("knowledge-seeding", modality="text")
-class KnowledgeSeeding(SleepStage):
+class GKDSeeding(SleepStage):
     """L_KS = (1-alpha) E r - alpha E D over teacher samples, training only what expansion unlocked."""
 
-    Options = KnowledgeSeedingOptions
+    Options = GKDSeedingOptions
     hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "receiver_block", "training_texts")
 
-    def __call__(self, learner: SleepLearner, context: TextSleepContext) -> Metrics:
+    def __call__(self, learner: TextSleepLearner, context: TextSleepContext) -> Metrics:
         opts, model, tokenizer = self.options, learner.model, learner.tokenizer
         teacher = context.teacher or learner.frozen_copy()
         learner.apply_pending_updates()
@@ -253,7 +253,7 @@ class KnowledgeSeeding(SleepStage):
         return metrics
 
     @staticmethod
-    def trainable(learner: SleepLearner, context: TextSleepContext) -> list[torch.nn.Parameter]:
+    def trainable(learner: TextSleepLearner, context: TextSleepContext) -> list[torch.nn.Parameter]:
         """The expert expansion unlocked, else the whole receiving block."""
         if context.new_expert is not None:
             block, expert = context.new_expert

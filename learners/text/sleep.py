@@ -29,17 +29,17 @@ from somna.platform.registry import register_learner, register_sleep_stage
 
 
 @dataclass
-class SleepLearnerConfig(TextLearnerConfig):
+class TextSleepConfig(TextLearnerConfig):
     name: str = "sleep"
     sleep: SleepConfig = field(default_factory=lambda: SleepConfig(stages=["expansion", "knowledge-seeding"]))
     receiver: int = -1  # CMS block that receives each sleep's new expert; -1 cycles through 1..L-1
 
 
 @register_learner("sleep")
-class SleepLearner(TextLearner):
+class TextSleepLearner(TextLearner):
     """CMS mixture-of-experts LM that wakes online and sleeps by expansion + knowledge seeding."""
 
-    Config = SleepLearnerConfig
+    Config = TextSleepConfig
 
     def __init__(self, config: Any, info: Any, seed: int):
         super().__init__(config, info, seed)
@@ -68,12 +68,12 @@ class SleepLearner(TextLearner):
 
 
 @register_sleep_stage("expansion", modality="text")
-class Expansion(SleepStage):
+class CMSExpansion(SleepStage):
     """Freeze the teacher, apply the pending slow update, prune the sender's experts, unlock one in the receiver."""
 
     hooks = ("model", "frozen_copy", "apply_pending_updates", "receiver_block")
 
-    def __call__(self, learner: SleepLearner, context: TextSleepContext) -> Metrics:
+    def __call__(self, learner: TextSleepLearner, context: TextSleepContext) -> Metrics:
         context.teacher = learner.frozen_copy()
         learner.apply_pending_updates()
         receiver = learner.receiver_block()

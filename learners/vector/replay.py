@@ -1,6 +1,6 @@
 """Experience replay: every training batch is joined by a batch drawn from a reservoir of past examples.
 
-The reservoir (learners/buffers.py) is filled after each wake with that
+The reservoir (learners/shared/buffers.py) is filled after each wake with that
 experience's training examples, each offered once, so it stays a uniform
 sample of everything seen. Each step adds the cross-entropy of `batch_size`
 stored examples to the batch's own loss (ER as in Chaudhry et al. 2019).

@@ -29,7 +29,7 @@ Complementary learning systems in three parts (PAPERS.md: Language Models Need S
     the learning progress (relative drop of the loss a step brings).
 
 The stages live in sleep_utils/stages.py; `begin_sleep` hands them the teacher
-and the day's data in a `VisionSleepContext`. Every random draw comes from a
+and the day's data in a `VectorSleepContext`. Every random draw comes from a
 generator fixed by (seed, experience, stage), so a stage is deterministic under
 a seed and a resumed run repeats it exactly.
 """
@@ -59,7 +59,7 @@ WAKE_CHUNK = 16  # chunk size of the chunkwise delta rule during wake
 
 
 @dataclass
-class SleepVisionConfig(ClassifierConfig):
+class VectorSleepConfig(ClassifierConfig):
     """`epochs` = offline passes over the day's data in knowledge seeding (wake is always one pass)."""
 
     name: str = "sleep"
@@ -115,7 +115,7 @@ class FastSlowNetwork(nn.Module):
 
 
 @dataclass
-class VisionSleepContext(SleepContext):
+class VectorSleepContext(SleepContext):
     """A sleep of the vector `sleep` learner: the teacher frozen at its start and the day's data."""
 
     teacher: FastSlowNetwork | None = None  # the network with its fast memory, before expansion
@@ -125,10 +125,10 @@ class VisionSleepContext(SleepContext):
 
 
 @register_learner("sleep")
-class SleepVisionLearner(ClassifierLearner):
+class VectorSleepLearner(ClassifierLearner):
     """Wake: one-pass delta-rule fast memory; sleep: expansion, knowledge seeding, generative dreaming."""
 
-    Config = SleepVisionConfig
+    Config = VectorSleepConfig
     network: FastSlowNetwork  # the parts its stages use (hooks, sleep_utils/stages.py)
     vae: ConditionalVAE
     dreamable: torch.Tensor
@@ -173,11 +173,11 @@ class SleepVisionLearner(ClassifierLearner):
         }
 
     # -- sleep ----------------------------------------------------------------------------
-    def begin_sleep(self, context: SleepContext) -> VisionSleepContext:
+    def begin_sleep(self, context: SleepContext) -> VectorSleepContext:
         """Freeze the teacher (network with fast memory, before expansion) and hand the stages the day's data."""
         x, y, _ = experience_tensors(context.experience.train)
         teacher = copy.deepcopy(self.network).eval().requires_grad_(False)
-        return VisionSleepContext(**vars(context), teacher=teacher, x=x, y=y)
+        return VectorSleepContext(**vars(context), teacher=teacher, x=x, y=y)
 
     def dreams(
         self, classes: torch.Tensor, count: int, generator: torch.Generator, vae: ConditionalVAE | None = None

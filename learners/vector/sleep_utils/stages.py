@@ -1,6 +1,6 @@
 """The vector `sleep` learner's three sleep stages: expansion, knowledge seeding, generative dreaming.
 
-Each stage reads the sleep's `VisionSleepContext` (learners/vector/sleep.py: the
+Each stage reads the sleep's `VectorSleepContext` (learners/vector/sleep.py: the
 teacher frozen at the start of the sleep and the day's data) and the learner's
 parts it declares in `hooks`. Every random draw comes from a generator fixed by
 (seed, experience, stage salt), so a stage is deterministic under a seed and a
@@ -25,7 +25,7 @@ from somna.learners.vector.sleep_utils.bandit import Exp3Curriculum
 from somna.platform.registry import register_sleep_stage
 
 if TYPE_CHECKING:
-    from somna.learners.vector.sleep import FastSlowNetwork, SleepVisionLearner, VisionSleepContext
+    from somna.learners.vector.sleep import FastSlowNetwork, VectorSleepLearner, VectorSleepContext
 
 EXPAND_SALT, SEED_SALT, DREAM_SALT = 2, 3, 4
 
@@ -38,12 +38,12 @@ def distillation_kl(teacher: torch.Tensor, student: torch.Tensor, temperature: f
 
 
 @register_sleep_stage("expansion", modality="vector")
-class Expansion(SleepStage):
+class ExpertExpansion(SleepStage):
     """Unlock the next pre-allocated low-rank expert on the features (function-preserving: its B starts at zero)."""
 
     hooks = ("network",)
 
-    def __call__(self, learner: SleepVisionLearner, context: VisionSleepContext) -> Metrics:
+    def __call__(self, learner: VectorSleepLearner, context: VectorSleepContext) -> Metrics:
         experts = learner.network.experts
         if experts.num_active < experts.capacity:
             context.unlocked = experts.unlock(learner.generator(context.index, EXPAND_SALT))
@@ -51,7 +51,7 @@ class Expansion(SleepStage):
 
 
 @dataclass
-class SeedingOptions:
+class DistillationSeedingOptions:
     temperature: float = 2.0
     # Seeding trains only a few new parameters (expert + head) for `epochs` passes over one day, so it
     # steps faster than the learner's lr (seed 0, 40 steps: slow accuracy on the day 0.50 at 1e-3, 0.98 at 1e-2).
@@ -59,17 +59,17 @@ class SeedingOptions:
 
 
 @register_sleep_stage("knowledge-seeding", modality="vector")
-class KnowledgeSeeding(SleepStage):
+class DistillationSeeding(SleepStage):
     """Distill the teacher (with fast memory) into the expanded slow student (no fast memory); then clear the fast memory.
 
     Inputs: the day's data plus dreams of older classes. Trains only the unlocked
     expert and the head (every slow weight when no expert was unlocked) for
     `learner.epochs` passes at the stage's own lr."""
 
-    Options = SeedingOptions
+    Options = DistillationSeedingOptions
     hooks = ("network", "model", "dreams", "dreamable")
 
-    def __call__(self, learner: SleepVisionLearner, context: VisionSleepContext) -> Metrics:
+    def __call__(self, learner: VectorSleepLearner, context: VectorSleepContext) -> Metrics:
         opts, network, config = self.options, learner.network, learner.config
         if context.unlocked is not None:
             params = network.experts.expert_parameters(context.unlocked) + list(learner.model.head.parameters())
@@ -99,7 +99,7 @@ class KnowledgeSeeding(SleepStage):
 
 
 @dataclass
-class DreamingOptions:
+class GenerativeDreamingOptions:
     generator_steps: int = 1200  # VAE updates per sleep (day data + self-replay of older classes)
     steps: int = 500  # rehearsal steps of the slow network
     batch_size: int = 64  # dreams per rehearsal step; real_weight > 0 adds batch_size * new/seen day examples
@@ -119,7 +119,7 @@ class DreamingOptions:
 
 
 @register_sleep_stage("dreaming", modality="vector")
-class Dreaming(SleepStage):
+class GenerativeDreaming(SleepStage):
     """Teach the conditional VAE the day (with self-replay), then rehearse the slow network on an EXP3-chosen curriculum.
 
     The VAE learns the day's data while replaying its own dreams of older classes
@@ -129,10 +129,10 @@ class Dreaming(SleepStage):
     disagreement on its dreams, 1 - exp(-KL), or the learning progress (relative
     drop of the loss a step brings)."""
 
-    Options = DreamingOptions
+    Options = GenerativeDreamingOptions
     hooks = ("network", "vae", "dreams", "dreamable", "dream_weights")
 
-    def __call__(self, learner: SleepVisionLearner, context: VisionSleepContext) -> Metrics:
+    def __call__(self, learner: VectorSleepLearner, context: VectorSleepContext) -> Metrics:
         opts, network_module, teacher = self.options, learner.network, context.teacher
         x_day, y_day = context.x, context.y
         generator = learner.generator(context.index, DREAM_SALT)
@@ -192,7 +192,7 @@ class Dreaming(SleepStage):
         return ((before - after) / before.clamp_min(1e-8)).clamp(0.0, 1.0)
 
     def learn_generator(
-        self, learner: SleepVisionLearner, x_day: torch.Tensor, y_day: torch.Tensor, generator: torch.Generator
+        self, learner: VectorSleepLearner, x_day: torch.Tensor, y_day: torch.Tensor, generator: torch.Generator
     ) -> float:
         """Train the VAE on the day's data plus its own dreams of the classes it already knew (self-replay)."""
         opts = self.options
