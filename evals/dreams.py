@@ -6,7 +6,7 @@ score = gradient norm, kept = chosen for a LoRA trial, reward = 1 if tau
 improved, improvement = the real-valued change of tau). Only kept dreams were
 scored by a reward, so only they are ranked; the rest just count as generated.
 The reader is pure file reading (evals imports no other room) and tolerates
-torn lines the way rundir.py does: they are skipped and named in `warnings`.
+torn lines: they are skipped and named in `warnings`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from somna.evals.rundir import ARTIFACTS_DIR
+
 DREAMS_FILE = "dreams.jsonl"
-ARTIFACTS_GLOB = "artifacts/exp-*"
+ARTIFACTS_GLOB = f"{ARTIFACTS_DIR}/exp-*"
 
 
 @dataclass

@@ -1,12 +1,21 @@
-"""Read-only view of a run directory, tolerant of runs that stopped halfway.
+"""The run directory: the one place that names its files and parses them.
 
-Layout (written by the platform's loop): config.yaml, metrics.jsonl (one event
-per line), accuracy_matrix.csv (header `row,0,...,T-1`; an `init` row with the
-accuracies before training, then one row per finished experience),
-summary.json, checkpoints/exp-NNNN.safetensors + exp-NNNN.json (with the
-sha256 of the tensor file). Everything here only reads; a torn last line or a
-missing file becomes a warning on the `Run`, never an exception, so a crashed
-run can still be reported.
+Layout (runs/<name>/; the platform's loop writes it through these names):
+  config.yaml            the resolved config
+  metrics.jsonl          append-only events, one JSON object per line; an experience counts
+                         as done once its `experience_end` event is on disk (the commit point);
+                         experience -1 is the evaluation before training
+  accuracy_matrix.csv    header `row,0..T-1`; row `init` = accuracy before training, then one row per experience
+  summary.json           headline metrics (identical for identical seeds: no timings)
+  checkpoints/exp-NNNN.safetensors + exp-NNNN.json (sha256 of the tensors, experience index)
+  artifacts/exp-NNNN/    what sleep stages write for people to read (e.g. dreams.jsonl)
+  report.md, report.html, *.png   written by `somna eval`
+
+Reading tolerates runs that stopped halfway: a missing file or an unreadable
+line becomes a warning on the `Run`, never an exception, so a crashed run can
+still be reported. Events are trusted up to the first unreadable line (a crash
+can only tear the last one; anything after a damaged line is not trusted,
+which is also what makes a resume redo that experience).
 """
 
 from __future__ import annotations
@@ -28,9 +37,90 @@ EVENTS_FILE = "metrics.jsonl"
 MATRIX_FILE = "accuracy_matrix.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
+ARTIFACTS_DIR = "artifacts"
+COMMIT_EVENT = "experience_end"
+BASELINE = -1  # the experience index of the evaluation before training
 _CHECKPOINT_FILE = re.compile(r"exp-(\d+)\.(safetensors|json)$")
 
 
+def checkpoint_files(run_path: Path, experience: int) -> tuple[Path, Path]:
+    """(tensors, metadata) of the checkpoint after `experience`."""
+    stem = Path(run_path) / CHECKPOINT_DIR / f"exp-{experience:04d}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def artifacts_dir(run_path: Path, experience: int) -> Path:
+    return Path(run_path) / ARTIFACTS_DIR / f"exp-{experience:04d}"
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory the loop has started writing into (it writes config.yaml first)."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+# -- events -------------------------------------------------------------------------------------
+def read_events(file: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """(every event up to the first unreadable line, a one-line problem or None); a missing file has no events."""
+    if not Path(file).is_file():
+        return [], None
+    events: list[dict[str, Any]] = []
+    lines = Path(file).read_text(errors="replace").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        event = _event(line)
+        if event is None:
+            ignored = len(lines) - number
+            rest = f" and the {ignored} line(s) after it are" if ignored else " is"
+            return events, f"{file}:{number}: unreadable line (torn write?); it{rest} ignored"
+        events.append(event)
+    return events, None
+
+
+def _event(line: str) -> dict[str, Any] | None:
+    """A loop event: a JSON object with a string `event` and an integer `experience`; else None."""
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        return None
+    experience = event.get("experience")
+    return event if isinstance(experience, int) and not isinstance(experience, bool) else None
+
+
+def committed(events: list[dict[str, Any]]) -> set[int]:
+    """Experiences whose `experience_end` event is on disk (BASELINE is the evaluation before training)."""
+    return {e["experience"] for e in events if e["event"] == COMMIT_EVENT}
+
+
+def accuracy_rows(events: list[dict[str, Any]], width: int | None = None) -> tuple[list[float] | None, list[list[float]]]:
+    """(init row or None, rows 0..k-1) of the accuracy matrix from committed `baseline_eval`/`eval` events.
+
+    `width` (T) defaults to the run_start event's `num_experiences`; rows stop at the
+    first experience that is not committed or lacks a target."""
+    if width is None:
+        width = next((e.get("num_experiences") for e in events if e["event"] == "run_start"), None)
+        width = width if isinstance(width, int) else 1 + max((e.get("target", -1) for e in events), default=-1)
+    done = committed(events)
+    scores: dict[int, dict[int, float]] = {}
+    for event in events:
+        accuracy = (event.get("metrics") or {}).get("accuracy") if isinstance(event.get("metrics"), dict) else None
+        target = event.get("target")
+        if event["event"] in ("eval", "baseline_eval") and event["experience"] in done and isinstance(target, int) and isinstance(accuracy, (int, float)):
+            scores.setdefault(event["experience"], {})[target] = float(accuracy)
+
+    def row(experience: int) -> list[float] | None:
+        found = scores.get(experience, {})
+        return [found[j] for j in range(width)] if width and all(j in found for j in range(width)) else None
+
+    rows: list[list[float]] = []
+    while (next_row := row(len(rows))) is not None:
+        rows.append(next_row)
+    return row(BASELINE), rows
+
+
+# -- checkpoints --------------------------------------------------------------------------------
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
@@ -141,15 +231,7 @@ class Run:
             match = _CHECKPOINT_FILE.match(file.name)
             if match:
                 indices.add(int(match.group(1)))
-        return [
-            Checkpoint(i, directory / f"exp-{i:04d}.safetensors", directory / f"exp-{i:04d}.json")
-            for i in sorted(indices)
-        ]
-
-
-def is_run_dir(path: Path) -> bool:
-    """A directory the loop has started writing into (it writes config.yaml first)."""
-    return (path / CONFIG_FILE).is_file()
+        return [Checkpoint(i, *checkpoint_files(self.path, i)) for i in sorted(indices)]
 
 
 def load_run(path: str | Path) -> Run:
@@ -159,32 +241,22 @@ def load_run(path: str | Path) -> Run:
         raise ValueError(f"run directory {str(path)!r} has no {CONFIG_FILE}; not a somna run")
     warnings: list[str] = []
     config = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
-    events = _read_events(path / EVENTS_FILE, warnings)
+    if not (path / EVENTS_FILE).is_file():
+        warnings.append(f"{path / EVENTS_FILE}: missing")
+    events, problem = read_events(path / EVENTS_FILE)
+    warnings += [problem] if problem else []
     baseline, matrix = _read_matrix(path / MATRIX_FILE, events, warnings)
     summary = _read_summary(path / SUMMARY_FILE, warnings)
     return Run(path, config, events, baseline, matrix, summary, warnings)
-
-
-def _read_events(file: Path, warnings: list[str]) -> list[dict[str, Any]]:
-    if not file.is_file():
-        warnings.append(f"{file}: missing")
-        return []
-    events = []
-    for number, line in enumerate(file.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            warnings.append(f"{file}:{number}: unreadable line skipped (torn write?)")
-    return events
 
 
 def _read_matrix(file: Path, events: list[dict[str, Any]], warnings: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
     """(init row, finished rows) from the CSV, or rebuilt from eval events when the CSV is missing."""
     if not file.is_file():
         warnings.append(f"{file}: missing; accuracy matrix rebuilt from {EVENTS_FILE}")
-        return _matrix_from_events(events)
+        baseline, rows = accuracy_rows(events)
+        width = len(baseline) if baseline is not None else len(rows[0]) if rows else 0
+        return (np.array(baseline) if baseline is not None else None), np.array(rows, dtype=float).reshape(len(rows), width)
     with file.open(newline="") as handle:
         rows = list(csv.reader(handle))
     if not rows:
@@ -211,28 +283,6 @@ def _floats(cells: list[str], width: int) -> np.ndarray | None:
     except ValueError:
         return None
     return np.array(values) if len(values) == width and all(math.isfinite(v) for v in values) else None
-
-
-def _matrix_from_events(events: list[dict[str, Any]]) -> tuple[np.ndarray | None, np.ndarray]:
-    """Accuracy matrix from `baseline_eval`/`eval` events, keeping only rows with every target scored."""
-    scores: dict[int, dict[int, float]] = {}
-    baseline: dict[int, float] = {}
-    for event in events:
-        accuracy = (event.get("metrics") or {}).get("accuracy")
-        target = event.get("target")
-        if accuracy is None or not isinstance(target, int):
-            continue
-        if event.get("event") == "baseline_eval":
-            baseline[target] = float(accuracy)
-        elif event.get("event") == "eval" and isinstance(event.get("experience"), int):
-            scores.setdefault(event["experience"], {})[target] = float(accuracy)
-    width = max([len(baseline)] + [max(row) + 1 for row in scores.values()], default=0)
-    finished = []
-    while len(finished) in scores and len(scores[len(finished)]) == width:
-        row = scores[len(finished)]
-        finished.append([row[j] for j in range(width)])
-    init = np.array([baseline[j] for j in range(width)]) if len(baseline) == width and width else None
-    return init, np.array(finished, dtype=float).reshape(len(finished), width)
 
 
 def _read_summary(file: Path, warnings: list[str]) -> dict[str, Any] | None:

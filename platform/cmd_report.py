@@ -61,12 +61,12 @@ def reevaluate(run: Run) -> Reevaluation:
     from omegaconf import OmegaConf
 
     from somna.evals.report import Reevaluation
-    from somna.evals.rundir import CheckpointError
+    from somna.evals.rundir import CONFIG_FILE, CheckpointError
     from somna.platform.config import load_config
     from somna.platform.executors import evaluate_state
     from somna.platform.runner import build_curriculum
 
-    cfg = load_config(str(run.path / "config.yaml"), [])
+    cfg = load_config(str(run.path / CONFIG_FILE), [])
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     curriculum = build_curriculum(cfg)
     result = Reevaluation()

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from somna.evals.rundir import CONFIG_FILE
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import ConfigError, load_config, run_name
 from somna.platform.registry import UnknownNameError
@@ -64,7 +65,7 @@ def _resume(args: argparse.Namespace) -> int:
         if not remote.exists():
             raise ConfigError(f"cannot resume {args.run_dir}: nothing there")
         run_dir = remote.pull()
-    config_path = run_dir / "config.yaml"
+    config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise ConfigError(f"cannot resume {args.run_dir}: no config.yaml there")
     cfg = load_config(str(config_path), [f"ray.address={args.address}"] if args.address else [])

@@ -1,15 +1,8 @@
-"""The run directory: everything a run leaves on disk, written so that a crash loses nothing finished.
+"""Writing the run directory so that a crash loses nothing finished (names and parsing: somna.evals.rundir).
 
-Layout (runs/<name>/):
-  config.yaml            resolved config
-  metrics.jsonl          append-only events; an experience counts as done once its
-                         `experience_end` event is on disk (the commit point)
-  accuracy_matrix.csv    header `row,0..T-1`; row `init` = accuracy before training, then one row per experience
-  summary.json           headline metrics (identical for identical seeds: no timings)
-  checkpoints/exp-NNNN.safetensors + exp-NNNN.json (sha256 of the tensors, experience index)
-
-Files are replaced atomically (temp file, fsync, rename). Nothing here is
-unpickled or executed: tensors via safetensors, config via YAML, metadata via JSON.
+Files are replaced atomically (temp file, fsync, rename); events are appended
+with one write + fsync per experience. Nothing here is unpickled or executed:
+tensors via safetensors, config via YAML, metadata via JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -26,9 +20,19 @@ from typing import Any
 import torch
 from safetensors.torch import save as save_safetensors
 
-from somna.evals.rundir import Checkpoint
+from somna.evals.rundir import (
+    CONFIG_FILE,
+    EVENTS_FILE,
+    MATRIX_FILE,
+    SUMMARY_FILE,
+    Checkpoint,
+    artifacts_dir,
+    checkpoint_files,
+    committed,
+    read_events,
+)
 
-COMMIT_EVENT = "experience_end"
+log = logging.getLogger(__name__)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -55,11 +59,6 @@ def _fsync_dir(folder: Path) -> None:
         os.close(descriptor)
 
 
-def committed(events: list[dict[str, Any]]) -> set[int]:
-    """Experiences whose `experience_end` event is on disk (-1 is the before-training evaluation)."""
-    return {e["experience"] for e in events if e.get("event") == COMMIT_EVENT}
-
-
 class RunDirectory:
     def __init__(self, path: Path, mirrors: list[Any] | None = None):
         self.path = Path(path)
@@ -68,22 +67,25 @@ class RunDirectory:
     # -- paths ---------------------------------------------------------------------------
     @property
     def config_path(self) -> Path:
-        return self.path / "config.yaml"
+        return self.path / CONFIG_FILE
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / EVENTS_FILE
 
     @property
     def matrix_path(self) -> Path:
-        return self.path / "accuracy_matrix.csv"
+        return self.path / MATRIX_FILE
 
     @property
     def summary_path(self) -> Path:
-        return self.path / "summary.json"
+        return self.path / SUMMARY_FILE
 
     def checkpoint_path(self, experience: int) -> Path:
-        return self.path / "checkpoints" / f"exp-{experience:04d}.safetensors"
+        return checkpoint_files(self.path, experience)[0]
+
+    def artifacts_dir(self, experience: int) -> Path:
+        return artifacts_dir(self.path, experience)
 
     # -- config -----------------------------------------------------------------------------
     def write_config(self, config_yaml: str) -> None:
@@ -102,15 +104,10 @@ class RunDirectory:
                 mirror.log(event)
 
     def read_events(self) -> list[dict[str, Any]]:
-        """Every complete event line; a torn last line (crash mid-write) is ignored."""
-        if not self.metrics_path.exists():
-            return []
-        events = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+        """Every event up to the first unreadable line (a crash mid-write tears the last one); a damaged line is logged."""
+        events, problem = read_events(self.metrics_path)
+        if problem:
+            log.warning("%s", problem)
         return events
 
     def completed_experiences(self) -> int:
@@ -146,14 +143,13 @@ class RunDirectory:
     def save_checkpoint(self, experience: int, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         """Tensors first, then the JSON naming their checksum: a checkpoint counts only once both exist."""
         data = save_safetensors({k: v.contiguous() for k, v in state.items()})
-        path = self.checkpoint_path(experience)
-        atomic_write(path, data)
+        tensors, meta_file = checkpoint_files(self.path, experience)
+        atomic_write(tensors, data)
         meta = {**metadata, "experience": experience, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        atomic_write(path.with_suffix(".json"), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write(meta_file, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
 
     def load_checkpoint(self, experience: int) -> dict[str, torch.Tensor]:
         """The verified tensors of a checkpoint, or CheckpointError naming the file and the reason.
 
         The verification is the one `somna eval` uses (somna.evals.rundir.Checkpoint)."""
-        path = self.checkpoint_path(experience)
-        return Checkpoint(experience, path, path.with_suffix(".json")).load()
+        return Checkpoint(experience, *checkpoint_files(self.path, experience)).load()

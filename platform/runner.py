@@ -20,17 +20,16 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from somna.evals.metrics import summarize
-from somna.evals.rundir import CheckpointError
+from somna.evals.rundir import BASELINE, COMMIT_EVENT, CheckpointError, accuracy_rows
 from somna.evals.tracking import make_sinks
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import ConfigError, to_yaml
 from somna.platform.executors import actor_died_errors, make_executor
-from somna.platform.rundir import COMMIT_EVENT, RunDirectory, committed
+from somna.platform.rundir import RunDirectory
 
 __all__ = ["build_curriculum", "build_learner", "run", "RunProgress"]
 log = logging.getLogger(__name__)
 
-BASELINE = -1  # the experience index of the before-training evaluation row
 # may differ on resume: they change where and how a run executes, not its results
 RESUME_IGNORED_KEYS = ("executor", "ray", "logging", "resources", "storage_path")
 
@@ -78,7 +77,7 @@ def run(
         directory.append_events([{"event": "run_start", "experience": BASELINE, "num_experiences": total}])
 
     start, state = _restore(directory)
-    baseline, rows = _rows_from_events(directory, total)
+    baseline, rows = accuracy_rows(directory.read_events(), total)
     directory.mirrors = make_sinks(directory.path, cfg.logging.tensorboard, cfg.logging.mlflow)
     executor = make_executor(cfg, curriculum)
     restarts = 0
@@ -146,18 +145,6 @@ def _restore(directory: RunDirectory, upto: int | None = None) -> tuple[int, dic
     return 0, None
 
 
-def _rows_from_events(directory: RunDirectory, total: int) -> tuple[list[float] | None, list[list[float]]]:
-    """The committed accuracy rows (and baseline row, if committed) recorded in metrics.jsonl."""
-    events = directory.read_events()
-    done = committed(events)
-    table: dict[int, list[float]] = {}
-    for event in events:
-        if event.get("event") in ("eval", "baseline_eval") and event["experience"] in done:
-            table.setdefault(event["experience"], [float("nan")] * total)[event["target"]] = event["metrics"]["accuracy"]
-    baseline = table.pop(BASELINE, None)
-    return baseline, [table[i] for i in sorted(table)]
-
-
 def _eval_events(kind: str, experience: int, results: list[tuple[dict[str, float], str]], wall_s: float) -> list[dict]:
     return [
         {"event": kind, "experience": experience, "target": j, "metrics": metrics, "node_id": node, "wall_s": wall_s}
@@ -182,8 +169,7 @@ def _experience(directory: RunDirectory, executor: Any, experience: int, progres
 
     progress.phase(experience, "sleep")
     started = time.perf_counter()
-    artifacts = directory.path / "artifacts" / f"exp-{experience:04d}"
-    sleep_metrics = executor.sleep(experience, str(artifacts))
+    sleep_metrics = executor.sleep(experience, str(directory.artifacts_dir(experience)))
     sleep_s = time.perf_counter() - started
 
     progress.phase(experience, "eval")

@@ -42,6 +42,7 @@ def write_run(
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     events = [{"event": "run_start", "experience": -1, "num_experiences": T}]
     events += [{"event": "baseline_eval", "experience": -1, "target": j, "metrics": {"accuracy": float(b[j])}} for j in range(T)]
+    events.append({"event": "experience_end", "experience": -1})
     for i in range(rows_done):
         events.append({"event": "wake", "experience": i, "metrics": {"loss": 1.0 / (i + 1)}, "wall_s": 0.1})
         for j in range(T):
@@ -90,6 +91,21 @@ def test_partial_run_with_torn_last_event_line(tmp_path):
     assert not run.complete and run.rows_done == 2 and run.num_experiences == 3
     np.testing.assert_array_equal(run.square(), R3[:2, :2])
     assert any("unreadable line" in w for w in run.warnings)
+
+
+def test_events_are_trusted_up_to_the_first_damaged_line(tmp_path):
+    """A damaged line in the middle (flipped bytes, a non-integer experience) ends the trusted prefix, so the
+    matrix rebuilt from events keeps only the experiences committed before it."""
+    for damage in ("{not json", '{"event": "eval", "experience": "one"}'):
+        path = write_run(tmp_path / f"run-{len(damage)}", R3, B3)
+        lines = (path / "metrics.jsonl").read_text().splitlines()
+        cut = next(n for n, line in enumerate(lines) if '"experience": 1' in line)
+        lines[cut] = damage
+        (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        (path / "accuracy_matrix.csv").unlink()
+        run = load_run(path)
+        np.testing.assert_array_equal(run.matrix, R3[:1])
+        assert any(f"metrics.jsonl:{cut + 1}: unreadable line" in w for w in run.warnings)
 
 
 def test_missing_matrix_is_rebuilt_from_events(tmp_path):
