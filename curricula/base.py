@@ -20,8 +20,8 @@ SCENARIOS = ("class", "task", "domain")
 class CurriculumConfig:
     """Fields every curriculum accepts; subclasses add their own."""
 
-    name: str = "split-digits"
-    num_experiences: int = 5
+    name: str = "split-digits"  # a registered curriculum (`somna curricula`)
+    num_experiences: int = 5  # experiences in the stream
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ def build_document(run: Run, joint: Run | None, reevaluation: Reevaluation | Non
         _add_matrix(document, run)
         _add_per_experience(document, run)
         _add_language_metrics(document, run)
+        _add_phase_metrics(document, run)
     if reevaluation is not None:
         _add_reevaluation(document, run, reevaluation)
     dreams = read_dreams(run.path)
@@ -150,6 +151,37 @@ def _add_language_metrics(document: Document, run: Run) -> None:
         document.table(Table(headers, [[str(i)] + [fmt(v) for v in row] for i, row in enumerate(values)]))
         curves = plots.experience_curves(values, None, run.path / f"{key}_curves.png", f"{run.name}: {label}", ylabel=key)
         document.image(curves, f"{label} per experience over time")
+
+
+def phase_metrics(events: list[dict], phase: str) -> dict[str, dict[int, dict[str, float]]]:
+    """group -> experience -> metric -> value for a phase's events; a sleep metric `stage/key` is grouped by its stage."""
+    groups: dict[str, dict[int, dict[str, float]]] = {}
+    for event in events:
+        if event["event"] != phase or not isinstance(event.get("metrics"), dict):
+            continue
+        for key, value in event["metrics"].items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            group, _, name = key.partition("/") if phase == "sleep" and "/" in key else (phase, "", key)
+            groups.setdefault(group, {}).setdefault(event["experience"], {})[name] = float(value)
+    return groups
+
+
+def _add_phase_metrics(document: Document, run: Run) -> None:
+    """Every number wake and each sleep stage logged (metrics.jsonl), per experience: a plugin stage's included."""
+    stages = list(run.get("learner.sleep.stages", []) or [])
+    for phase in ("wake", "sleep"):
+        groups = phase_metrics(run.events, phase)
+        for group in sorted(groups, key=lambda g: (stages.index(g) if g in stages else len(stages), g)):  # in the order they ran
+            by_experience = groups[group]
+            document.heading(f"{phase.capitalize()}: {group}" if group != phase else phase.capitalize())
+            keys = list(dict.fromkeys(key for values in by_experience.values() for key in values))
+            rows = [[str(i)] + [_number(values.get(key)) for key in keys] for i, values in sorted(by_experience.items())]
+            document.table(Table(["experience", *keys], rows))
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4g}"
 
 
 def _add_reevaluation(document: Document, run: Run, reevaluation: Reevaluation) -> None:

@@ -72,7 +72,7 @@ class SleepConfig:
 class LearnerConfig:
     """Fields every learner accepts; a learner's own Config subclasses this."""
 
-    name: str = "finetune"
+    name: str = "finetune"  # a registered learner (`somna learners`)
     sleep: SleepConfig = field(default_factory=SleepConfig)
 
 

@@ -10,6 +10,7 @@ import sys
 
 COMMAND_MODULES = (
     "somna.platform.cmd_run",
+    "somna.platform.cmd_config",
     "somna.platform.cmd_list",
     "somna.platform.cmd_bench",
     "somna.platform.cmd_report",
@@ -23,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="somna", description="Continual-learning runs that alternate wake (test-time memory) and sleep (consolidation)."
     )
+    from somna.platform.api import package_version
+
+    parser.add_argument("--version", action="version", version=f"somna {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(subparsers)

@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from somna.evals.rundir import CONFIG_FILE
-from somna.platform.builders import build_curriculum, build_learner
-from somna.platform.config import ConfigError, load_config, run_name
-from somna.platform.registry import UnknownNameError
-from somna.platform.runner import RunProgress, run
+from somna.platform.config import ConfigError, RunConfig, load_config
+from somna.platform.config_help import schema_help
+from somna.platform.launch import Launch, check_buildable, execute, prepare
+from somna.platform.runner import RunProgress
 from somna.platform.storage import RemoteRunDirectory, is_uri
 
 SUMMARY_KEYS = ("acc", "bwt", "fwt", "forgetting")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("run", help="run a lifelong-learning experiment")
-    parser.add_argument("config", help="preset name (see `somna presets`) or path to a YAML file")
+    parser = subparsers.add_parser(
+        "run", help="run a lifelong-learning experiment", epilog=config_keys_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config", help="preset name (`somna presets`), curriculum name (`somna curricula`) or path to a YAML file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learner=replay learner.buffer=500 seed=3")
     parser.add_argument("--out", help="run directory, a path or a URI such as s3://bucket/run "
                         "(default: <storage_path>/<curriculum>-<learner>-s<seed>)")
@@ -41,74 +40,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_resume)
 
 
+def config_keys_epilog() -> str:
+    """The run-wide config keys with their help; the curriculum's and learner's are in `somna config CONFIG`."""
+    keys = "\n".join(f"  {key:<22} {text}" for key, text in schema_help(RunConfig).items() if key.count(".") < 2)
+    return (
+        f"config keys (override with key=value; lists as 'learner.sleep.stages=[a,b]'):\n{keys}\n\n"
+        "`somna config CONFIG [key=value ...]` prints every key of a config, the curriculum's and the learner's "
+        "included, with its value and help."
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
-    cfg = load_config(args.config, overrides)
-    location = args.out or f"{cfg.storage_path.rstrip('/')}/{run_name(cfg)}"
-    _check_buildable(cfg)
-    run_dir, remote = _open(location)
-    exists = remote.exists() if remote else _has_content(run_dir)
-    if exists and not (args.overwrite or args.resume):
-        raise ConfigError(f"run directory {location} already exists; pass --resume to continue it or --overwrite to replace it")
-    if remote is not None:
-        if args.overwrite and exists:
-            remote.filesystem.delete_dir_contents(remote.remote_path)
-        run_dir = remote.pull() if exists and args.resume else remote.fresh()
-    elif args.overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    return _execute(cfg, run_dir, resume=bool(args.resume and exists), remote=remote, location=location)
+    launch = prepare(load_config(args.config, overrides), args.out, overwrite=args.overwrite, resume=args.resume)
+    return _execute(launch)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    run_dir, remote = _open(args.run_dir)
-    if remote is not None:
+    local, remote = Path(args.run_dir), None
+    if is_uri(args.run_dir):
+        remote = RemoteRunDirectory(args.run_dir)
         if not remote.exists():
             raise ConfigError(f"cannot resume {args.run_dir}: nothing there")
-        run_dir = remote.pull()
-    config_path = run_dir / CONFIG_FILE
+        local = remote.pull()
+    config_path = local / CONFIG_FILE
     if not config_path.is_file():
         raise ConfigError(f"cannot resume {args.run_dir}: no config.yaml there")
     cfg = load_config(str(config_path), [f"ray.address={args.address}"] if args.address else [])
-    _check_buildable(cfg)
-    return _execute(cfg, run_dir, resume=True, remote=remote, location=args.run_dir)
+    check_buildable(cfg)
+    return _execute(Launch(cfg, local, args.run_dir, resume=True, remote=remote))
 
 
-def _open(location: str) -> tuple[Path, RemoteRunDirectory | None]:
-    """The local directory the loop writes, and the remote it mirrors to when `location` is a URI."""
-    if is_uri(location):
-        remote = RemoteRunDirectory(location)
-        return remote.local, remote
-    return Path(location), None
-
-
-def _has_content(path: Path) -> bool:
-    return path.exists() and any(path.iterdir())
-
-
-def _check_buildable(cfg: DictConfig) -> None:
-    """Build the curriculum and learner once here, so bad sizes fail before Ray starts."""
-    try:
-        with torch.random.fork_rng():
-            build_learner(cfg, build_curriculum(cfg).info)
-    except UnknownNameError as error:
-        raise ConfigError(str(error)) from None
-    except (ValueError, TypeError) as error:
-        raise ConfigError(str(error).strip().splitlines()[0]) from None
-
-
-def _execute(cfg: DictConfig, run_dir: Path, *, resume: bool, remote: RemoteRunDirectory | None, location: str) -> int:
+def _execute(launch: Launch) -> int:
+    cfg = launch.cfg
     console = Console(stderr=True)
     console.print(f"[bold]somna[/bold] {cfg.curriculum.name} · learner={cfg.learner.name} · scenario={cfg.scenario} "
-                  f"· seed={cfg.seed} · executor={cfg.executor} → {location}")
-    progress = RichProgress(console) if cfg.logging.progress else None
-    push = (lambda experience: remote.push()) if remote is not None else None
-    try:
-        summary = run(cfg, run_dir, resume=resume, progress=progress, on_experience_end=push)
-    finally:
-        if remote is not None:
-            remote.push()  # whatever was committed, even when the run stopped early
+                  f"· seed={cfg.seed} · executor={cfg.executor} → {launch.location}")
+    summary = execute(launch, RichProgress(console) if cfg.logging.progress else None)
     Console().print(summary_table(summary))
-    Console().print(f"run directory: {location}")
+    Console().print(f"run directory: {launch.location}")
     return 0
 
 

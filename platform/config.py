@@ -21,7 +21,8 @@ from somna.platform.catalog import load_builtins
 from somna.platform.registry import CURRICULA, LEARNERS, UnknownNameError
 
 PRESETS_DIR = Path(__file__).parent / "presets"  # shipped as package data
-GROUPS = ("curriculum", "learner")  # `learner=replay` selects a group; `learner.buffer=500` sets a field
+GROUPS = ("curriculum", "learner")
+DEFAULT_LEARNER = "finetune"  # the learner of `somna run CURRICULUM` when no preset names one  # `learner=replay` selects a group; `learner.buffer=500` sets a field
 
 
 class ConfigError(ValueError):
@@ -30,10 +31,12 @@ class ConfigError(ValueError):
 
 @dataclass
 class RayConfig:
+    """Where Ray runs: an embedded local Ray (default) or a cluster you join."""
+
     address: str | None = None  # None: start an embedded local Ray; "auto" or "ray://host:port": join a cluster
     num_cpus: int | None = None  # CPUs of the embedded local Ray (None: all of this machine's)
-    dashboard: bool = False
-    dashboard_host: str = "127.0.0.1"
+    dashboard: bool = False  # start Ray's dashboard with the embedded Ray
+    dashboard_host: str = "127.0.0.1"  # the interface the dashboard binds
     connect_timeout_s: float = 30.0  # how long to wait for an unreachable --address before failing
     # where Ray Train keeps the checkpoint of a sleep on workers (None: a temp dir on the driver's node,
     # fine on one machine; a multi-node cluster needs a path every node shares, or a URI such as s3://...)
@@ -42,8 +45,8 @@ class RayConfig:
 
 @dataclass
 class TaskResources:
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
+    num_cpus: float = 1.0  # Ray CPUs reserved
+    num_gpus: float = 0.0  # Ray GPUs reserved
     custom: dict[str, float] = field(default_factory=dict)  # Ray custom resources, e.g. {learner_node: 1}
 
 
@@ -56,6 +59,8 @@ class SleepResources(TaskResources):
 
 @dataclass
 class ResourcesConfig:
+    """What each Ray process of a run reserves, and torch's thread count in it."""
+
     wake: TaskResources = field(default_factory=TaskResources)  # the actor that wakes (and sleeps, with no workers)
     eval: TaskResources = field(default_factory=TaskResources)  # each evaluation task
     sleep: SleepResources = field(default_factory=SleepResources)  # each sleep worker
@@ -64,9 +69,11 @@ class ResourcesConfig:
 
 @dataclass
 class LoggingConfig:
-    progress: bool = True
-    tensorboard: bool = False
-    mlflow: bool = False
+    """Progress output and optional mirrors of metrics.jsonl (the run directory stays the source of truth)."""
+
+    progress: bool = True  # the progress bar on stderr
+    tensorboard: bool = False  # also mirror every metrics event to <run dir>/tensorboard (needs tensorboard)
+    mlflow: bool = False  # also mirror every metrics event to <run dir>/mlruns (needs mlflow installed)
 
 
 @dataclass
@@ -74,12 +81,12 @@ class RunConfig:
     name: str | None = None  # run directory name (default: <curriculum>-<learner>-s<seed>)
     variant: str | None = None  # a label for this configuration in tables (`somna sweep --variants` sets it)
     storage_path: str = "runs"  # where run directories go: a path, or a URI (s3://, gs://, file://...)
-    seed: int = 0
+    seed: int = 0  # every random draw of the run derives from it: same seed, same metrics
     scenario: str | None = None  # class | task | domain (default: the curriculum's)
     executor: str = "ray"  # ray | inline (same loop in this process, for debugging)
     max_actor_restarts: int = 3  # a dead learner actor is rebuilt from the last checkpoint this often
-    curriculum: Any = None
-    learner: Any = None
+    curriculum: Any = None  # `name` + the curriculum's own options (`somna curricula`)
+    learner: Any = None  # `name` + the learner's own options, including `sleep` (`somna learners`)
     ray: RayConfig = field(default_factory=RayConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -101,7 +108,9 @@ def parse_yaml(text: str, source: str | Path) -> Any:
 
 
 def _read_source(source: str) -> dict[str, Any]:
-    """The raw mapping of a preset name or a YAML file path."""
+    """The raw mapping of a preset name, a registered curriculum's name or a YAML file path.
+
+    A curriculum with no preset runs with its own defaults and the `finetune` learner."""
     path = Path(source)
     if path.suffix in (".yaml", ".yml") or path.exists() or "/" in source:
         if not path.is_file():
@@ -109,8 +118,13 @@ def _read_source(source: str) -> dict[str, Any]:
         text = path.read_text()
     elif source in preset_names():
         text = (PRESETS_DIR / f"{source}.yaml").read_text()
+    elif source in CURRICULA:
+        return {"curriculum": {"name": source}, "learner": {"name": DEFAULT_LEARNER}}
     else:
-        raise ConfigError(f"unknown preset {source!r}; choose one of: {', '.join(preset_names())} (or a YAML file path)")
+        raise ConfigError(
+            f"unknown preset or curriculum {source!r}; presets: {', '.join(preset_names())}; "
+            f"curricula: {', '.join(CURRICULA.names())} (or a YAML file path)"
+        )
     data = parse_yaml(text, source)
     if data is None:
         data = {}
@@ -165,7 +179,7 @@ def _describe_merge_error(error: OmegaConfBaseException, node: DictConfig, where
 
 
 def load_config(source: str, overrides: list[str] | None = None) -> DictConfig:
-    """Resolve a preset name or YAML path plus `key=value` overrides into a validated run config."""
+    """Resolve a preset name, curriculum name or YAML path plus `key=value` overrides into a validated run config."""
     load_builtins()
     preset = _read_source(source)
     groups, user = _parse_overrides(list(overrides or []))

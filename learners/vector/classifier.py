@@ -23,11 +23,11 @@ from somna.learners.shared.optimizers import build_optimizer
 
 @dataclass
 class ClassifierConfig(LearnerConfig):
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    hidden: list[int] = field(default_factory=lambda: [256, 256])  # MLP hidden widths
     lr: float = 1e-3
-    epochs: int = 5
+    epochs: int = 5  # passes over each experience
     batch_size: int = 32
-    optimizer: str = "adam"
+    optimizer: str = "adam"  # adam | sgd | muon | drop-muon | m3 | delta-momentum | deep-momentum (learners/shared/optimizers.py)
 
 
 def require_option(name: str, value: Any, valid: bool, rule: str) -> None:

@@ -65,9 +65,9 @@ class VectorSleepConfig(ClassifierConfig):
     name: str = "sleep"
     fast_beta: float = 1.0  # delta-rule write strength in (0, 2]
     fast_scale: float = 5.0  # weight of the fast-memory readout added to the slow logits
-    expert_rank: int = 8
-    vae_hidden: int = 256
-    vae_latent: int = 16
+    expert_rank: int = 8  # rank of each low-rank expert a sleep unlocks
+    vae_hidden: int = 256  # the dreaming VAE's hidden width
+    vae_latent: int = 16  # the dreaming VAE's latent size
     sleep: SleepConfig = field(default_factory=lambda: SleepConfig(stages=list(SLEEP_STAGES)))
 
 
