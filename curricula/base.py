@@ -54,6 +54,20 @@ class Experience:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def vector_dataset(x: Any, y: Any, task: int) -> datasets.Dataset:
+    """A vector curriculum's split: columns `x` (float32 features), `y` (int label), `task` (the experience id)."""
+    return datasets.Dataset.from_dict(
+        {"x": [list(map(float, row)) for row in x], "y": [int(label) for label in y], "task": [task] * len(y)},
+        features=datasets.Features(
+            {
+                "x": datasets.Sequence(datasets.Value("float32")),
+                "y": datasets.Value("int64"),
+                "task": datasets.Value("int64"),
+            }
+        ),
+    )
+
+
 class Curriculum(abc.ABC):
     """An iterable of experiences, built deterministically from (config, scenario, seed)."""
 

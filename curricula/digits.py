@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import datasets
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from somna.curricula.base import Curriculum, CurriculumConfig, Experience, StreamInfo
+from somna.curricula.base import Curriculum, CurriculumConfig, Experience, StreamInfo, vector_dataset
 from somna.platform.registry import register_curriculum
 
 NUM_CLASSES = 10
@@ -32,19 +31,6 @@ def digits_split(seed: int, test_fraction: float) -> tuple[np.ndarray, np.ndarra
     """Stratified train/test split of all digits, fixed by `seed`."""
     x, y = _digits()
     return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
-
-
-def _as_dataset(x: np.ndarray, y: np.ndarray, task: int) -> datasets.Dataset:
-    return datasets.Dataset.from_dict(
-        {"x": x.tolist(), "y": y.tolist(), "task": [task] * len(y)},
-        features=datasets.Features(
-            {
-                "x": datasets.Sequence(datasets.Value("float32")),
-                "y": datasets.Value("int64"),
-                "task": datasets.Value("int64"),
-            }
-        ),
-    )
 
 
 @dataclass
@@ -79,8 +65,8 @@ class SplitDigits(Curriculum):
             experiences.append(
                 Experience(
                     index=index,
-                    train=_as_dataset(x_train[train_mask], y_train[train_mask], index),
-                    test=_as_dataset(x_test[test_mask], y_test[test_mask], index),
+                    train=vector_dataset(x_train[train_mask], y_train[train_mask], index),
+                    test=vector_dataset(x_test[test_mask], y_test[test_mask], index),
                     classes=tuple(int(c) for c in classes),
                     task_id=index if self.scenario == "task" else None,
                 )
@@ -125,8 +111,8 @@ class PermutedDigits(Curriculum):
             experiences.append(
                 Experience(
                     index=index,
-                    train=_as_dataset(x_train[:, permutation], y_train, index),
-                    test=_as_dataset(x_test[:, permutation], y_test, index),
+                    train=vector_dataset(x_train[:, permutation], y_train, index),
+                    test=vector_dataset(x_test[:, permutation], y_test, index),
                     classes=tuple(range(NUM_CLASSES)),
                     metadata={"permutation": permutation.tolist()},
                 )
