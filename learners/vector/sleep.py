@@ -188,11 +188,9 @@ class VectorSleepLearner(ClassifierLearner):
         return (vae or self.vae).sample(labels, generator), labels
 
     # -- inference and state ----------------------------------------------------------------
-    def predict(self, batch: dict[str, torch.Tensor], task_id: int | None = None) -> torch.Tensor:
-        logits = self.network(batch["x"].float())
-        if task_id is not None:
-            logits = self.masked(logits, torch.full((len(logits),), task_id, dtype=torch.long))
-        return logits.argmax(dim=-1)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Slow logits plus the fast memory's readout."""
+        return self.network(x)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {f"network.{k}": v.clone() for k, v in self.network.state_dict().items()}
