@@ -58,11 +58,11 @@ class RunDirectoryError(ValueError):
     """A folder that is not a readable somna run directory; the message names the file and why."""
 
 
-def yaml_problem(error: yaml.YAMLError) -> str:
+def yaml_problem(error: yaml.YAMLError, position: bool = True) -> str:
     """A YAML error on one line, with the line and column it points at (PyYAML spreads it over several)."""
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark and position else problem
 
 
 def read_config(path: Path) -> dict[str, Any]:

@@ -146,20 +146,21 @@ def _read_source(source: str) -> dict[str, Any]:
 def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
     """Split `key=value` items into group selections (`learner=replay`) and a nested dict of the rest."""
     groups: dict[str, str] = {}
-    dotlist: list[str] = []
+    nested = OmegaConf.create()
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value")
         if key in GROUPS:
             groups[key] = value
-        else:
-            dotlist.append(item)
-    try:
-        nested = OmegaConf.to_container(OmegaConf.from_dotlist(dotlist))
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"bad override: {first_line(error)}") from None
-    return groups, nested  # type: ignore[return-value]
+            continue
+        try:
+            nested.merge_with_dotlist([item])  # one at a time (as OmegaConf.from_dotlist does), to name a bad one
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"bad override {item!r}: {first_line(error)}") from None
+        except yaml.YAMLError as error:  # a value OmegaConf hands to YAML, e.g. an unclosed list
+            raise ConfigError(f"bad override {item!r}: {yaml_problem(error, position=False)}") from None
+    return groups, OmegaConf.to_container(nested)  # type: ignore[return-value]
 
 
 def first_line(error: BaseException) -> str:
@@ -209,6 +210,7 @@ def load_config(source: str, overrides: list[str] | None = None) -> DictConfig:
     _check_run_fields(cfg, curriculum_cls)
     _check_sleep_stages(cfg, learner_cls)
     _check_sleep_workers(cfg, learner_cls)
+    _check_optimizer(cfg)
     return cfg
 
 
@@ -294,6 +296,15 @@ def _check_sleep_stages(cfg: DictConfig, learner_cls: type) -> None:
         raise ConfigError(first_line(error)) from None
     for name, stage in build_sleep_stages(cfg.learner.sleep, learner_cls.modality).items():
         _check_numbers(dataclasses.asdict(stage.options), f"learner.sleep.options.{name}")
+
+
+def _check_optimizer(cfg: DictConfig) -> None:
+    """`learner.optimizer` (learners that build theirs at the first wake) names one of the shared optimizers."""
+    from somna.learners.shared.optimizers import OPTIMIZERS
+
+    name = cfg.learner.get("optimizer")
+    if name is not None and name not in OPTIMIZERS:
+        raise ConfigError(f"bad value for 'learner.optimizer': choose one of {', '.join(sorted(OPTIMIZERS))}, got {name!r}")
 
 
 def _check_sleep_workers(cfg: DictConfig, learner_cls: type) -> None:
