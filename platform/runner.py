@@ -151,16 +151,7 @@ def _loop(
 ) -> dict[str, Any]:
     """From the last good checkpoint to the end of the stream: wake, sleep, evaluate and commit each experience."""
     total = len(curriculum)
-
-    def fits(state: dict[str, Any], experience: int) -> None:
-        try:
-            check_state_fits(cfg, curriculum.info, state, directory.checkpoint_path(experience))
-        except CheckpointMismatch as error:
-            raise CheckpointMismatch(
-                f"cannot resume {directory.path}: checkpoint {error}; put it back as it was, or delete it to redo "
-                f"experience {experience} from the checkpoint before"
-            ) from None
-
+    fits = _resumable_checkpoint(cfg, curriculum.info, directory)
     start, state = _restore(directory, fits)
     baseline, rows = accuracy_rows(directory.read_events(), total)
     directory.mirrors = make_sinks(directory.path, cfg.logging.tensorboard, cfg.logging.mlflow)
@@ -199,13 +190,32 @@ def _loop(
         for mirror in directory.mirrors:
             mirror.close()
 
+    return _write_summary(cfg, directory, rows, baseline)
+
+
+def _resumable_checkpoint(cfg: DictConfig, info: Any, directory: RunDirectory) -> Callable[[dict[str, Any], int], None]:
+    """The check `_restore` runs on a sound checkpoint: does the learner load it? (One line saying what to do, if not.)"""
+
+    def fits(state: dict[str, Any], experience: int) -> None:
+        try:
+            check_state_fits(cfg, info, state, directory.checkpoint_path(experience))
+        except CheckpointMismatch as error:
+            raise CheckpointMismatch(
+                f"cannot resume {directory.path}: checkpoint {error}; put it back as it was, or delete it to redo "
+                f"experience {experience} from the checkpoint before"
+            ) from None
+
+    return fits
+
+
+def _write_summary(cfg: DictConfig, directory: RunDirectory, rows: list[list[float]], baseline: list[float]) -> dict[str, Any]:
     summary = {
         **summarize(np.array(rows), np.array(baseline)),
         "learner": cfg.learner.name,
         "curriculum": cfg.curriculum.name,
         "scenario": cfg.scenario,
         "seed": int(cfg.seed),
-        "num_experiences": total,
+        "num_experiences": len(baseline),
     }
     directory.write_summary(summary)
     return summary
