@@ -55,9 +55,10 @@ def one_line(error: BaseException) -> str:
 
 
 def exit_code(error: BaseException) -> int:
-    if isinstance(error, INPUT_ERRORS):
-        return EXIT_INPUT
-    return EXIT_ENVIRONMENT if isinstance(error, EnvironmentProblem) else EXIT_UNEXPECTED
+    """1 for the machine, 2 for the input, 1 for a bug (the machine is asked first, whatever the class hierarchy)."""
+    if isinstance(error, EnvironmentProblem):
+        return EXIT_ENVIRONMENT
+    return EXIT_INPUT if isinstance(error, INPUT_ERRORS) else EXIT_UNEXPECTED
 
 
 def report_failure(error: Exception, command: str, debug: bool) -> int:
