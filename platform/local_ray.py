@@ -122,11 +122,10 @@ def _watch(driver_pid: int, temp_dir: Path) -> None:
     the tree is read while the driver lives. This process is the driver's child: the driver is gone
     when it is reparented (a clean `shutdown` terminates it first).
     """
-    driver = psutil.Process(driver_pid)
     tree: list[psutil.Process] = []
     while os.getppid() == driver_pid:
-        with contextlib.suppress(psutil.Error):
-            tree = [process for process in driver.children(recursive=True) if process.pid != os.getpid()]
+        with contextlib.suppress(psutil.Error):  # the driver died while its tree was read: keep the last reading
+            tree = [process for process in psutil.Process(driver_pid).children(recursive=True) if process.pid != os.getpid()]
         time.sleep(WATCH_INTERVAL_S)
     for process in tree:
         with contextlib.suppress(psutil.Error):
