@@ -36,6 +36,12 @@ class EnvironmentProblem(RuntimeError):
     """A problem of the machine or network, not of the input (disk full, no permission, offline): one line, exit code 1."""
 
 
+class EnvironmentProblem(ConfigError):
+    """A problem of the machine or network, not of the input (e.g. no Ray cluster at `--address`): one line, exit code 1.
+
+    A ConfigError so that every caller that reports expected failures in one line reports this one too."""
+
+
 @dataclass
 class RayConfig:
     """Where Ray runs: an embedded local Ray (default) or a cluster you join."""
