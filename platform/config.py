@@ -32,10 +32,6 @@ class ConfigError(ValueError):
     """A problem with what the user gave (config, data, run directory), reported as one line (exit code 2)."""
 
 
-class EnvironmentProblem(RuntimeError):
-    """A problem of the machine or network, not of the input (disk full, no permission, offline): one line, exit code 1."""
-
-
 class EnvironmentProblem(ConfigError):
     """A problem of the machine or network, not of the input (e.g. no Ray cluster at `--address`): one line, exit code 1.
 
