@@ -257,6 +257,8 @@ def _check_run_fields(cfg: DictConfig, curriculum_cls: type) -> None:
         raise ConfigError(f"bad value for 'ray.num_cpus': must be >= 1, got {cfg.ray.num_cpus}")
     if cfg.max_actor_restarts < 0:
         raise ConfigError(f"bad value for 'max_actor_restarts': must be >= 0, got {cfg.max_actor_restarts}")
+    if cfg.executor == "ray" and not cfg.ray.address:
+        _check_embedded_ray(cfg)
     if not 0 <= cfg.seed <= MAX_SEED:
         raise ConfigError(f"bad value for 'seed': must be between 0 and {MAX_SEED}, got {cfg.seed}")
     if cfg.curriculum.num_experiences > MAX_EXPERIENCES:
@@ -265,6 +267,23 @@ def _check_run_fields(cfg: DictConfig, curriculum_cls: type) -> None:
             f"after every other: T x T evaluations), got {cfg.curriculum.num_experiences}"
         )
     _check_numbers(OmegaConf.to_container(cfg, resolve=True), "")
+
+
+def _check_embedded_ray(cfg: DictConfig) -> None:
+    """The embedded Ray can hold the learner actor next to an evaluation task (else the run waits forever),
+    and it serves on loopback only (platform/local_ray.py)."""
+    resources = cfg.resources
+    needed = resources.wake.num_cpus + max(resources.eval.num_cpus, resources.sleep.workers * resources.sleep.num_cpus)
+    if cfg.ray.num_cpus is not None and cfg.ray.num_cpus < needed:
+        raise ConfigError(
+            f"bad value for 'ray.num_cpus': the learner actor (resources.wake.num_cpus={resources.wake.num_cpus:g}) and an "
+            f"evaluation task or the sleep workers need {needed:g} CPUs at once, got {cfg.ray.num_cpus}"
+        )
+    if cfg.ray.dashboard and cfg.ray.dashboard_host not in ("127.0.0.1", "localhost"):
+        raise ConfigError(
+            f"bad value for 'ray.dashboard_host': the embedded Ray serves on 127.0.0.1 only, got {cfg.ray.dashboard_host!r}; "
+            "to serve the dashboard elsewhere, start a cluster (`ray start --head --dashboard-host ...`) and join it with --address"
+        )
 
 
 def _check_numbers(node: Any, key: str) -> None:

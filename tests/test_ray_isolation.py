@@ -100,7 +100,7 @@ def _free_port() -> int:
 
 def _one_line_error(result: subprocess.CompletedProcess) -> str:
     """The error a failed command printed: one line, the last, and no traceback (the run's header may come first)."""
-    assert result.returncode != 0  # 1 once the CLI maps EnvironmentProblem to its exit code
+    assert result.returncode == 1  # the machine's problem, not the input's
     errors = [line for line in result.stderr.splitlines() if line.startswith("somna: error:")]
     assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
     assert "Traceback" not in result.stderr, result.stderr
