@@ -122,14 +122,14 @@ def _watch(driver_pid: int, temp_dir: Path) -> None:
     the tree is read while the driver lives. This process is the driver's child: the driver is gone
     when it is reparented (a clean `shutdown` terminates it first).
     """
-    tree: list[psutil.Process] = []
+    seen: dict[int, psutil.Process] = {}  # every process ever read in the tree: a reading can miss one under load
     while os.getppid() == driver_pid:
-        with contextlib.suppress(psutil.Error):  # the driver died while its tree was read: keep the last reading
-            tree = [process for process in psutil.Process(driver_pid).children(recursive=True) if process.pid != os.getpid()]
+        with contextlib.suppress(psutil.Error):  # the driver died while its tree was read: keep what was seen
+            seen |= {p.pid: p for p in psutil.Process(driver_pid).children(recursive=True) if p.pid != os.getpid()}
         time.sleep(WATCH_INTERVAL_S)
-    for process in tree:
+    for process in seen.values():
         with contextlib.suppress(psutil.Error):
-            process.kill()  # psutil refuses a pid that another process has taken since
+            process.kill()  # psutil refuses a pid that another process has taken since (it compares creation times)
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
