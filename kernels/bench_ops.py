@@ -20,6 +20,7 @@ import ctypes
 import math
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,9 +115,9 @@ def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
     return 2 * size**3 / seconds / 1e9
 
 
-def measure(function: Callable[[], object], *, repeats: int) -> tuple[float, int | None]:
+def measure(function: Callable[[], object], *, repeats: int, no_grad: bool = True) -> tuple[float, int | None]:
     """(best CPU time in seconds over `repeats` calls after one warm-up, peak RSS growth in bytes of the warm-up)."""
-    with torch.no_grad():
+    with torch.set_grad_enabled(not no_grad):
         _release_free_memory()
         baseline = _rss_bytes("VmRSS")
         peak_reset = _reset_peak_rss()
@@ -153,7 +154,7 @@ def _rss_bytes(field: str) -> int:
 
 
 def machine_description() -> str:
-    """CPU model, core count and torch's thread count, for the table header."""
+    """CPU model, core count, torch version, ATen CPU capability and torch's thread count."""
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -162,7 +163,22 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} timed on {torch.get_num_threads()} thread(s)"
+    return (
+        f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+        f"(ATen CPU capability {torch.backends.cpu.get_cpu_capability()}) timed on {torch.get_num_threads()} thread(s)"
+    )
+
+
+def provenance() -> str:
+    """Where a table comes from: the code's commit and the machine."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+        commit += " + uncommitted changes" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (not a git checkout)"
+    return f"Commit {commit}; {machine_description()}"
 
 
 def _megabytes(value: int | None) -> str:
@@ -173,7 +189,7 @@ def _table(rows: list[tuple], ceiling: float, ceiling_before: float) -> str:
     lines = [
         "### Functional ops: recurrent vs chunkwise (B=1, H=4, d=64, float32, CPU, forward; tokens per CPU-second)",
         "",
-        f"Machine: {machine_description()}. torch.matmul 1024² float32 ceiling: {ceiling:.1f} GFLOP/s "
+        f"{provenance()}. torch.matmul 1024² float32 ceiling: {ceiling:.1f} GFLOP/s "
         f"(best of the measurements before, {ceiling_before:.1f}, and after the ops).",
         "",
         "| op | T | chunk | recurrent tok/s | chunkwise tok/s | chunkwise / recurrent | peak MB recurrent | "

@@ -39,7 +39,7 @@ class HopeBlock(nn.Module):
         conv_width: int = 4,
         periods: Sequence[int] = (8, 32, 128),
         cms_variant: str = "sequential",
-        lr: float = 0.1,
+        lr: float = 1.0,
         max_lr: float = 0.5,
         detach_inner: bool = False,
     ):
