@@ -105,6 +105,10 @@ class ContinuumMemory(nn.Module):
         """C(ℓ) for each block, in tokens."""
         return list(self.periods)
 
+    def update_rule_parameters(self) -> list[nn.Parameter]:
+        """The learning-rate gates η_t of every block (what a nested optimizer tunes)."""
+        return [p for gate in self.lr_gates for p in gate.parameters()]
+
     def initial_block(self, index: int, batch: int) -> BlockWeights:
         return (
             self.initial_in[index].unsqueeze(0).expand(batch, -1, -1),

@@ -178,7 +178,7 @@ def hope_reference(block, x: Tensor) -> Tensor:
     width = block.conv_weight.shape[-1]
     padded = F.pad(x, (0, 0, width - 1, 0))
     conv = torch.stack([(padded[:, t : t + width] * block.conv_weight[:, 0].T).sum(1) for t in range(x.shape[1])], dim=1)
-    read, _ = self_modifying_reference(block.memory, block.features(conv))
+    read, _ = self_modifying_reference(block.memory, conv)
     y, _ = cms_reference(block.cms, x + read)
     return y
 

@@ -105,6 +105,14 @@ class SelfModifyingMemory(nn.Module):
         y, memories, pending = chunk_aligned(self._scan, x, state.memories, state.pending_x, self.rule.chunk_size)
         return y, SelfModifyingState(memories, pending)
 
+    def update_rule_parameters(self) -> list[nn.Parameter]:
+        """What sets the inner learning rate η and retention α: M_η and M_α's initial weights and input projections,
+        and the readouts w_η, b_η, w_α, b_α (a nested optimizer tunes these; the rest is the model)."""
+        producers = [self.lr_readout, self.lr_bias, self.decay_readout, self.decay_bias]
+        for name in ("lr", "decay"):
+            producers += [*self.initial_weights[name], *self.input_proj[name].parameters()]
+        return producers
+
     def current_memories(self, state: SelfModifyingState) -> MemoryState:
         """The five memories after every token seen so far, including the unfinished chunk's."""
         return self._scan(state.pending_x, state.memories)[1]

@@ -188,3 +188,13 @@ def test_mac_writes_memory_once_per_segment_with_the_attention_output():
         torch.testing.assert_close(got, expected)
     _, written_with_input = layer.memory(x, initial)
     assert (full.memory.memory.weights[0] - written_with_input.memory.weights[0]).abs().max() > 1e-6
+
+
+def test_hope_update_rule_parameters_are_the_lr_and_decay_producers_and_cms_gates():
+    block = KERNELS.get("hope")(8, 2, periods=(1, 2))
+    name_of = {id(p): name for name, p in block.named_parameters()}
+    rule = ("memory.lr_", "memory.decay_", "memory.initial_weights.lr.", "memory.initial_weights.decay.",
+            "memory.input_proj.lr.", "memory.input_proj.decay.", "cms.lr_gates.")
+    assert sorted(name_of[id(p)] for p in block.update_rule_parameters()) == sorted(
+        name for name in name_of.values() if name.startswith(rule)
+    )
