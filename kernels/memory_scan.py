@@ -34,14 +34,13 @@ per-token weights, which are then materialised per chunk.
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from somna.kernels.chunking import to_chunks
+from somna.kernels.chunking import LOG_FLOOR, to_chunks
 from somna.kernels.newton_schulz import newton_schulz
 
 
@@ -193,16 +192,16 @@ def segment_products(gate: Tensor | None, like: Tensor) -> tuple[Tensor, Tensor]
     """For a (..., n) gate: D[t, s] = Π_{m=s+1..t} gate_m (s ≤ t, else 0) and P_t = Π_{m≤t} gate_m.
 
     gate=None means a gate of 1 (D = lower-triangular ones, P = 1). Products are
-    formed as exp of differences of cumulative logs, masked before exp so every
-    exponent is ≤ 0.
+    formed as exp of differences of cumulative logs, with every exponent clamped
+    to [LOG_FLOOR, 0] and the upper triangle zeroed after exp (see LOG_FLOOR).
     """
     length = like.shape[-1]
     lower = torch.ones(length, length, dtype=torch.bool, device=like.device).tril()
     if gate is None:
         return lower.to(like.dtype).expand(*like.shape, length), torch.ones_like(like)
     cumulative = gate.clamp_min(torch.finfo(gate.dtype).tiny).log().cumsum(-1)
-    differences = (cumulative[..., :, None] - cumulative[..., None, :]).masked_fill(~lower, -math.inf)
-    return differences.exp(), cumulative.exp()
+    differences = (cumulative[..., :, None] - cumulative[..., None, :]).clamp(LOG_FLOOR, 0)
+    return differences.exp().masked_fill(~lower, 0), cumulative.clamp_min(LOG_FLOOR).exp()
 
 
 def chunk_coefficients(gates: Gates, prior_window: Tensor, rule: MemoryRule) -> ChunkCoefficients:
@@ -240,19 +239,23 @@ def memory_scan(
     length = q.shape[2]
     if length == 0:
         return q.new_zeros(*q.shape[:3], v.shape[-1]), state
-    coefficients = chunk_coefficients(gates, state.window_w, rule)
+    size = rule.chunk_size
     step = compiled_scan_chunk() if rule.compile else _scan_chunk
+    window_w = gates.window if gates.window is not None else torch.ones_like(gates.lr)
+    # Split once (split/unbind backward is one concatenation; indexing per chunk would zero-fill a full-size
+    # gradient for every chunk, quadratic in the number of chunks).
+    per_chunk = zip(
+        *(x.split(size, dim=2) for x in (q, k, v, window_w)),
+        (ChunkCoefficients(*fields) for fields in zip(*(c.unbind(2) for c in chunk_coefficients(gates, state.window_w, rule)))),
+    )
     outputs = []
-    for index, start in enumerate(range(0, length, rule.chunk_size)):
-        piece = slice(start, start + rule.chunk_size)
-        n = min(rule.chunk_size, length - start)
-        span = rule.window - 1 + n
-        chunk = ChunkCoefficients(*(c[:, :, index, :n] for c in coefficients))
-        chunk = chunk._replace(
-            accumulator=chunk.accumulator[..., :span], surprise=chunk.surprise[..., :span], retain_paths=chunk.retain_paths[..., :n]
-        )
-        window_w = (gates.window[:, :, piece] if gates.window is not None else torch.ones_like(gates.lr[:, :, piece]))
-        y, state = step(q[:, :, piece], k[:, :, piece], v[:, :, piece], window_w, chunk, state, rule)
+    for q_n, k_n, v_n, window_n, coef in per_chunk:
+        n = q_n.shape[2]
+        if n < size:  # the last, partial chunk: its coefficients were computed zero-padded
+            span = rule.window - 1 + n
+            coef = ChunkCoefficients(*(c[..., :n] if c.dim() == 3 else c[..., :n, :] for c in coef))
+            coef = coef._replace(accumulator=coef.accumulator[..., :span], surprise=coef.surprise[..., :span], retain_paths=coef.retain_paths[..., :n])
+        y, state = step(q_n, k_n, v_n, window_n, coef, state, rule)
         outputs.append(y)
     return torch.cat(outputs, dim=2), state
 

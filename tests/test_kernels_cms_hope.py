@@ -172,7 +172,7 @@ def test_self_modifying_memories_read_their_own_projections_of_x():
 
 def test_mac_writes_memory_once_per_segment_with_the_attention_output():
     torch.manual_seed(7)
-    layer = TitansMAC(8, 2, segment=4, memory=dict(chunk_size=2)).double()
+    layer = TitansMAC(8, 2, segment=4, write="attention", memory=dict(chunk_size=2)).double()
     x = torch.randn(1, 4, 8, dtype=F64)
     initial = layer.initial_state(1).memory
 
@@ -198,3 +198,18 @@ def test_hope_update_rule_parameters_are_the_lr_and_decay_producers_and_cms_gate
     assert sorted(name_of[id(p)] for p in block.update_rule_parameters()) == sorted(
         name for name in name_of.values() if name.startswith(rule)
     )
+
+
+def test_mac_default_writes_the_segment_input_after_attending():
+    torch.manual_seed(7)
+    layer = TitansMAC(8, 2, segment=4, memory=dict(chunk_size=2)).double()
+    x = torch.randn(1, 4, 8, dtype=F64)
+    initial = layer.initial_state(1).memory
+    out, full = layer(x)
+    read, written = layer.memory(x, initial)
+    for got, expected in zip(leaves(full.memory), leaves(written), strict=True):
+        torch.testing.assert_close(got, expected)
+    attended, _ = layer.attention(x, extra=layer.memory.retrieve(x, initial))
+    torch.testing.assert_close(out, x + attended * torch.sigmoid(read))
+    with pytest.raises(ValueError, match="write"):
+        TitansMAC(8, 2, write="output")
