@@ -298,34 +298,34 @@ def _scan_chunk(
     )
 
 
+def matmul_add(z: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """z + a @ b for (B, H, ...) batches, the addition fused into the matmul (baddbmm)."""
+    return torch.baddbmm(z.flatten(0, 1), a.flatten(0, 1), b.flatten(0, 1)).view_as(z)
+
+
 def _read(q: Tensor, inputs: list[Tensor], deltas: list[Tensor], coef: ChunkCoefficients, weights, momentum) -> Tensor:
-    """y_t = M_{A_t}(q_t) layer by layer: z = R ⊙ (h A_0) + m ⊙ (h S_0) + (K ⊙ h aᵀ) δ."""
+    """y_t = M_{A_t}(q_t) layer by layer: z = (R ⊙ h) A_0 + (m ⊙ h) S_0 + (K ⊙ h aᵀ) δ (R, m scale rows)."""
     y = q
     for layer, a0 in enumerate(weights):
-        if momentum is None:
-            z = coef.retain_start[..., None] * (y @ a0)
-        else:
-            from_a, from_s = (y @ torch.cat([a0, momentum[layer]], dim=-1)).split(a0.shape[-1], dim=-1)
-            z = torch.addcmul(coef.retain_start[..., None] * from_a, coef.momentum_start[..., None], from_s)
-        z = z + (coef.accumulator * (y @ inputs[layer].mT)) @ deltas[layer]
+        z = (coef.retain_start[..., None] * y) @ a0
+        if momentum is not None:
+            z = matmul_add(z, coef.momentum_start[..., None] * y, momentum[layer])
+        z = matmul_add(z, coef.accumulator * (y @ inputs[layer].mT), deltas[layer])
         y = F.silu(z) if layer < len(weights) - 1 else z
     return y
 
 
 def _chunk_end(inputs: list[Tensor], deltas: list[Tensor], coef: ChunkCoefficients, weights, momentum):
-    """A and S after the chunk's last token; A's and S's rank-one sums of a layer in one matmul."""
+    """A and S after the chunk's last token: A = R A_0 + m S_0 + aᵀ (K_last ⊙ δ), S = E S_0 + aᵀ (Ks_last ⊙ δ)."""
     last = lambda c: c[..., -1, None, None]  # noqa: E731  (B, H, 1, 1) coefficient of the last token
     new_weights, new_momentum = [], []
     for layer, a0 in enumerate(weights):
         delta, a = deltas[layer], inputs[layer].mT
-        if momentum is None:
-            new_weights.append(last(coef.retain_start) * a0 + a @ (coef.accumulator[..., -1, :, None] * delta))
-            continue
-        s0 = momentum[layer]
-        scaled = torch.cat([coef.accumulator[..., -1, :, None] * delta, coef.surprise[..., -1, :, None] * delta], dim=-1)
-        sum_a, sum_s = (a @ scaled).split(delta.shape[-1], dim=-1)
-        new_weights.append(torch.addcmul(last(coef.retain_start) * a0, last(coef.momentum_start), s0) + sum_a)
-        new_momentum.append(last(coef.surprise_start) * s0 + sum_s)
+        start = last(coef.retain_start) * a0
+        if momentum is not None:
+            start = torch.addcmul(start, last(coef.momentum_start), momentum[layer])
+            new_momentum.append(matmul_add(last(coef.surprise_start) * momentum[layer], a, coef.surprise[..., -1, :, None] * delta))
+        new_weights.append(matmul_add(start, a, coef.accumulator[..., -1, :, None] * delta))
     return tuple(new_weights), tuple(new_momentum) if momentum is not None else None
 
 
