@@ -78,7 +78,7 @@ def _throughput(layer: torch.nn.Module, x: torch.Tensor, backward: bool, repeats
     return x.shape[0] * x.shape[1] / seconds
 
 
-def compare_titans_pytorch(quick: bool = False) -> str:
+def compare_titans_pytorch(origin: str, quick: bool = False) -> str:
     """Table: somna NeuralMemory (eager and torch.compile'd) vs titans-pytorch, forward and forward + backward."""
     torch.manual_seed(0)
     eager = NeuralMemory(DIM, HEADS, depth=2, expansion=EXPANSION, chunk_size=CHUNK)
@@ -116,7 +116,7 @@ def compare_titans_pytorch(quick: bool = False) -> str:
         f"dim {DIM}, {HEADS} heads of {HEAD_DIM}, depth-2 MLP memory (hidden {EXPANSION * HEAD_DIM}), chunk {CHUNK}, "
         f"momentum + forget gate, float32; titans-pytorch {version}. Best of 2–3 runs after a warm-up "
         f"(the compiled column's warm-up includes compilation, not counted). Matmul ceiling: "
-        f"{ceiling:.1f} GFLOP/s (1024² float32). fwd+bwd FLOPs taken as 3× the forward's. {provenance()}.",
+        f"{ceiling:.1f} GFLOP/s (1024² float32). fwd+bwd FLOPs taken as 3× the forward's. {origin}.",
     ]
     return "\n".join(lines)
 
@@ -159,7 +159,7 @@ def naive_loop(q, k, v, gates: Gates, state: MemoryState) -> torch.Tensor:
     return torch.cat(outputs, dim=2)
 
 
-def compare_naive_loop(quick: bool = False) -> str:
+def compare_naive_loop(origin: str, quick: bool = False) -> str:
     """Table: the chunkwise inner loop (memory_scan) vs the naive per-token loop, forward."""
     q, k, v, gates, state = _inputs(64)
     agreement = (memory_scan(q, k, v, gates, state, MemoryRule(chunk_size=1))[0] - naive_loop(q, k, v, gates, state)).abs().max()
@@ -181,12 +181,12 @@ def compare_naive_loop(quick: bool = False) -> str:
     lines += [
         "",
         f"Batch 1, {HEADS} heads of {HEAD_DIM}, depth-2 MLP memory, momentum + forget gate, float32. "
-        f"Chunk size 1 vs the naive loop: max |Δ| = {agreement:.1e}. {provenance()}.",
+        f"Chunk size 1 vs the naive loop: max |Δ| = {agreement:.1e}. {origin}.",
     ]
     return "\n".join(lines)
 
 
-def layer_costs(quick: bool = False, batch: int = 8, dim: int = 64, heads: int = 2) -> str:
+def layer_costs(origin: str, quick: bool = False, batch: int = 8, dim: int = 64, heads: int = 2) -> str:
     """Table: forward and forward + backward speed of each registered memory layer, default options."""
     from somna.platform.registry import KERNELS
 
@@ -205,7 +205,7 @@ def layer_costs(quick: bool = False, batch: int = 8, dim: int = 64, heads: int =
     lines += [
         "",
         f"Each layer with its default options, dim {dim}, {heads} heads, batch {batch} × T = {length}, float32, one run "
-        f"after a warm-up (about what a training step of `somna bench recall` costs). {provenance()}.",
+        f"after a warm-up (about what a training step of `somna bench recall` costs). {origin}.",
     ]
     return "\n".join(lines)
 
@@ -214,8 +214,9 @@ def run(quick: bool = False) -> str:
     """The three tables, timed on one torch thread."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    origin = provenance()  # the code and machine at the start: later edits must not relabel this run
     try:
-        return "\n\n".join([compare_titans_pytorch(quick), compare_naive_loop(quick), layer_costs(quick)])
+        return "\n\n".join([compare_titans_pytorch(origin, quick), compare_naive_loop(origin, quick), layer_costs(origin, quick)])
     finally:
         torch.set_num_threads(threads)
 

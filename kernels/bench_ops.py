@@ -46,8 +46,9 @@ def run(quick: bool = False) -> str:
     lengths = (256, 1024) if quick else (256, 1024, 4096, 16384)
     threads = torch.get_num_threads()
     torch.set_num_threads(TIMING_THREADS)
+    origin = provenance()  # the code and machine at the start: later edits must not relabel this run
     try:
-        return _table(*_measure_all(lengths))
+        return _table(*_measure_all(lengths), origin)
     finally:
         torch.set_num_threads(threads)
 
@@ -185,11 +186,11 @@ def _megabytes(value: int | None) -> str:
     return "—" if value is None else f"{value / 2**20:.1f}"
 
 
-def _table(rows: list[tuple], ceiling: float, ceiling_before: float) -> str:
+def _table(rows: list[tuple], ceiling: float, ceiling_before: float, origin: str) -> str:
     lines = [
         "### Functional ops: recurrent vs chunkwise (B=1, H=4, d=64, float32, CPU, forward; tokens per CPU-second)",
         "",
-        f"{provenance()}. torch.matmul 1024² float32 ceiling: {ceiling:.1f} GFLOP/s "
+        f"{origin}. torch.matmul 1024² float32 ceiling: {ceiling:.1f} GFLOP/s "
         f"(best of the measurements before, {ceiling_before:.1f}, and after the ops).",
         "",
         "| op | T | chunk | recurrent tok/s | chunkwise tok/s | chunkwise / recurrent | peak MB recurrent | "
