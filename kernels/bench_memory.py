@@ -162,7 +162,8 @@ def naive_loop(q, k, v, gates: Gates, state: MemoryState) -> torch.Tensor:
 def compare_naive_loop(origin: str, quick: bool = False) -> str:
     """Table: the chunkwise inner loop (memory_scan) vs the naive per-token loop, forward."""
     q, k, v, gates, state = _inputs(64)
-    agreement = (memory_scan(q, k, v, gates, state, MemoryRule(chunk_size=1))[0] - naive_loop(q, k, v, gates, state)).abs().max()
+    chunk_one = memory_scan(q, k, v, gates, state, MemoryRule(chunk_size=1))[0]  # the per-token rule
+    agreement = (chunk_one - naive_loop(q, k, v, gates, state)).abs().max()
     lines = [
         "### Inner loop: chunkwise vs a naive per-token loop (forward, tokens per CPU-second)",
         "",
@@ -216,7 +217,8 @@ def run(quick: bool = False) -> str:
     torch.set_num_threads(1)
     origin = provenance()  # the code and machine at the start: later edits must not relabel this run
     try:
-        return "\n\n".join([compare_titans_pytorch(origin, quick), compare_naive_loop(origin, quick), layer_costs(origin, quick)])
+        tables = [compare_titans_pytorch(origin, quick), compare_naive_loop(origin, quick), layer_costs(origin, quick)]
+        return "\n\n".join(tables)
     finally:
         torch.set_num_threads(threads)
 

@@ -17,6 +17,7 @@ same run.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import platform
@@ -174,8 +175,9 @@ def provenance() -> str:
     """Where a table comes from: the code's commit and the machine."""
     root = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+        git = functools.partial(subprocess.run, cwd=root, capture_output=True, text=True, check=True)
+        commit = git(["git", "rev-parse", "--short", "HEAD"]).stdout.strip()
+        dirty = git(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
         commit += " + uncommitted changes" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"

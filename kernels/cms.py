@@ -130,7 +130,9 @@ class ContinuumMemory(nn.Module):
         h = x
         for index in range(len(self.periods)):
             block_input = x if self.variant == "headwise" else h
-            h, block_weights, block_pending = self._run_block(index, block_input, state.weights[index], state.pending[index], start)
+            h, block_weights, block_pending = self._run_block(
+                index, block_input, state.weights[index], state.pending[index], start
+            )
             weights.append(block_weights)
             pending.append(block_pending)
             outputs.append(h)

@@ -168,7 +168,8 @@ def clip_token_gradients(inputs: list[Tensor], deltas: list[Tensor], max_norm: f
 
     ‖a_jᵀ δ_j‖ = ‖a_j‖·‖δ_j‖ for a rank-one gradient, so no gradient is formed.
     """
-    squared = sum((torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(d, dim=-1)).square() for a, d in zip(inputs, deltas))
+    norm = functools.partial(torch.linalg.vector_norm, dim=-1)
+    squared = sum((norm(a) * norm(d)).square() for a, d in zip(inputs, deltas))
     scale = (max_norm * squared.clamp_min(1e-24).rsqrt()).clamp(max=1.0)  # clamp first: √ at 0 has no grad
     return [d * scale[..., None] for d in deltas]
 
@@ -244,9 +245,10 @@ def memory_scan(
     window_w = gates.window if gates.window is not None else torch.ones_like(gates.lr)
     # Split once (split/unbind backward is one concatenation; indexing per chunk would zero-fill a full-size
     # gradient for every chunk, quadratic in the number of chunks).
+    coefficients = chunk_coefficients(gates, state.window_w, rule)
     per_chunk = zip(
         *(x.split(size, dim=2) for x in (q, k, v, window_w)),
-        (ChunkCoefficients(*fields) for fields in zip(*(c.unbind(2) for c in chunk_coefficients(gates, state.window_w, rule)))),
+        (ChunkCoefficients(*fields) for fields in zip(*(c.unbind(2) for c in coefficients))),
     )
     outputs = []
     for q_n, k_n, v_n, window_n, coef in per_chunk:
@@ -254,7 +256,9 @@ def memory_scan(
         if n < size:  # the last, partial chunk: its coefficients were computed zero-padded
             span = rule.window - 1 + n
             coef = ChunkCoefficients(*(c[..., :n] if c.dim() == 3 else c[..., :n, :] for c in coef))
-            coef = coef._replace(accumulator=coef.accumulator[..., :span], surprise=coef.surprise[..., :span], retain_paths=coef.retain_paths[..., :n])
+            coef = coef._replace(
+                accumulator=coef.accumulator[..., :span], surprise=coef.surprise[..., :span], retain_paths=coef.retain_paths[..., :n]
+            )
         y, state = step(q_n, k_n, v_n, window_n, coef, state, rule)
         outputs.append(y)
     return torch.cat(outputs, dim=2), state

@@ -73,14 +73,17 @@ def memory_reference(
     for start in range(0, length, rule.chunk_size):
         tokens = range(start, min(length, start + rule.chunk_size))
         start_weights = [read(a) for a in A]
-        grads = {j: token_gradient(start_weights, k[:, :, j], v[:, :, j], rule) for j in range(max(0, start - window + 1), tokens[-1] + 1)}
+        span = range(max(0, start - window + 1), tokens[-1] + 1)  # the chunk and the window's earlier tokens
+        grads = {j: token_gradient(start_weights, k[:, :, j], v[:, :, j], rule) for j in span}
         for t in tokens:
             for layer in range(len(A)):
                 G = sum(window_weights[:, :, j, None, None] * grads[j][layer] for j in range(max(0, t - window + 1), t + 1)) / window
                 scalar = lambda gate: gate[:, :, t, None, None]  # noqa: E731
                 if rule.muon:
-                    S[layer] = G if S is None else scalar(gates.momentum) * S[layer] + G
-                    update = -scalar(gates.lr) * newton_schulz(S[layer], rule.newton_schulz_steps).to(G.dtype)
+                    surprise = G if S is None else scalar(gates.momentum) * S[layer] + G
+                    if S is not None:
+                        S[layer] = surprise
+                    update = -scalar(gates.lr) * newton_schulz(surprise, rule.newton_schulz_steps).to(G.dtype)
                 else:
                     update = -scalar(gates.lr) * G
                     if S is not None:
@@ -135,7 +138,7 @@ def cms_reference(layer, x: Tensor) -> tuple[Tensor, list[list[Tensor]]]:
     from the initial θ instead when the next block's period ends). Returns (y, final θ per block).
     """
     periods, batch = layer.periods, x.shape[0]
-    initial = [[w.unsqueeze(0).expand(batch, -1, -1) for w in (layer.initial_in[i], layer.initial_out[i])] for i in range(len(periods))]
+    initial = [[w.unsqueeze(0).expand(batch, -1, -1) for w in pair] for pair in zip(layer.initial_in, layer.initial_out)]
     weights = [list(ws) for ws in initial]
     pending = [[torch.zeros_like(w) for w in ws] for ws in weights]
     rule = MemoryRule(max_grad_norm=layer.max_grad_norm, detach_inner=layer.detach_inner)

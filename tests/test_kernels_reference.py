@@ -38,6 +38,7 @@ CASES = {  # name: (depth, chunk, window, momentum, muon, bias, retention, max_g
     "omega-window3": (2, 4, 3, True, False, "l2", "identity", None),
     "omega-window6-chunk2": (2, 2, 6, True, False, "l2", "identity", 0.5),
     "atlas-muon-window2": (2, 4, 2, True, True, "l2", "identity", None),
+    "muon-no-momentum": (1, 3, 1, False, True, "l2", "identity", 1.0),
     "moneta": (2, 4, 1, False, False, "lp", "lq", None),
     "yaad": (2, 4, 1, True, False, "huber", "identity", None),
     "memora": (2, 6, 1, False, False, "l2", "softmax", None),
