@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import time
 from pathlib import Path
 
 import torch
@@ -63,19 +64,34 @@ def _titans_pytorch():
     )
 
 
-def _throughput(layer: torch.nn.Module, x: torch.Tensor, backward: bool, repeats: int) -> float:
-    """Tokens per CPU-second of layer(x) (forward under no_grad, or forward + backward of a squared-output loss)."""
-
-    def forward() -> None:
-        with torch.no_grad():
-            layer(x)
-
-    def train_step() -> None:
-        torch.set_grad_enabled(True)
+def _train_step(layer: torch.nn.Module, x: torch.Tensor) -> None:
+    with torch.enable_grad():
         layer(x)[0].pow(2).mean().backward()
 
-    seconds, _ = measure(train_step if backward else forward, repeats=repeats, no_grad=not backward)
-    return x.shape[0] * x.shape[1] / seconds
+
+def _timed(layer: torch.nn.Module, x: torch.Tensor, backward: bool) -> float:
+    """CPU seconds of one forward (no_grad) or one forward + backward of a squared-output loss."""
+    start = time.process_time()
+    if backward:
+        _train_step(layer, x)
+    else:
+        with torch.no_grad():
+            layer(x)
+    return time.process_time() - start
+
+
+def side_by_side(layers: dict, x: torch.Tensor, backward: bool, rounds: int) -> dict[str, float]:
+    """Tokens per CPU-second of each layer: one warm-up each, then `rounds` rounds taking turns, best per layer.
+
+    Taking turns spreads the other jobs on a shared machine over all the layers alike.
+    """
+    best = {}
+    for name, layer in layers.items():
+        _timed(layer, x, backward)
+    for _ in range(rounds):
+        for name, layer in layers.items():
+            best[name] = min(best.get(name, float("inf")), _timed(layer, x, backward))
+    return {name: x.shape[0] * x.shape[1] / seconds for name, seconds in best.items()}
 
 
 def compare_titans_pytorch(origin: str, quick: bool = False) -> str:
@@ -96,12 +112,12 @@ def compare_titans_pytorch(origin: str, quick: bool = False) -> str:
         "somna GFLOP/s (compiled) | % of matmul |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    torch._dynamo.config.recompile_limit = 64  # one graph per shape, grad mode and first/later chunk
     for batch, length, backward in cases:
         x = torch.randn(batch, length, DIM, generator=torch.Generator().manual_seed(1))
-        repeats = 2 if backward or length > 1024 else 3
-        ours = _throughput(eager, x, backward, repeats)
-        fast = _throughput(compiled, x, backward, repeats)
-        other = _throughput(theirs, x, backward, repeats) if theirs is not None else None
+        layers = {"eager": eager, "compiled": compiled} | ({"titans-pytorch": theirs} if theirs is not None else {})
+        speed = side_by_side(layers, x, backward, rounds=3 if backward else 5)
+        ours, fast, other = speed["eager"], speed["compiled"], speed.get("titans-pytorch")
         flops = layer_flops(length, batch) * (3 if backward else 1)  # backward ≈ 2× the forward's matmuls
         gflops = flops * fast / (batch * length) / 1e9
         ratio = lambda a: "—" if other is None else f"{a / other:.2f}×"  # noqa: E731
@@ -114,8 +130,9 @@ def compare_titans_pytorch(origin: str, quick: bool = False) -> str:
     lines += [
         "",
         f"dim {DIM}, {HEADS} heads of {HEAD_DIM}, depth-2 MLP memory (hidden {EXPANSION * HEAD_DIM}), chunk {CHUNK}, "
-        f"momentum + forget gate, float32; titans-pytorch {version}. Best of 2–3 runs after a warm-up "
-        f"(the compiled column's warm-up includes compilation, not counted). Matmul ceiling: "
+        f"momentum + forget gate, float32; titans-pytorch {version}. Best of 5 (fwd) or 3 (fwd+bwd) runs, the "
+        f"implementations taking turns, after a warm-up (which for the compiled column includes compilation). "
+        f"Matmul ceiling: "
         f"{ceiling:.1f} GFLOP/s (1024² float32). fwd+bwd FLOPs taken as 3× the forward's. {origin}.",
     ]
     return "\n".join(lines)
@@ -202,7 +219,8 @@ def layer_costs(origin: str, quick: bool = False, batch: int = 8, dim: int = 64,
     for name in LAYERS:
         torch.manual_seed(0)
         layer = KERNELS.get(name)(dim, num_heads=heads)
-        lines.append(f"| {name} | {_throughput(layer, x, True, 1):,.0f} | {_throughput(layer, x, False, 1):,.0f} |")
+        train, forward = (side_by_side({name: layer}, x, backward, rounds=1)[name] for backward in (True, False))
+        lines.append(f"| {name} | {train:,.0f} | {forward:,.0f} |")
     lines += [
         "",
         f"Each layer with its default options, dim {dim}, {heads} heads, batch {batch} × T = {length}, float32, one run "

@@ -117,9 +117,9 @@ def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
     return 2 * size**3 / seconds / 1e9
 
 
-def measure(function: Callable[[], object], *, repeats: int, no_grad: bool = True) -> tuple[float, int | None]:
+def measure(function: Callable[[], object], *, repeats: int) -> tuple[float, int | None]:
     """(best CPU time in seconds over `repeats` calls after one warm-up, peak RSS growth in bytes of the warm-up)."""
-    with torch.set_grad_enabled(not no_grad):
+    with torch.no_grad():
         _release_free_memory()
         baseline = _rss_bytes("VmRSS")
         peak_reset = _reset_peak_rss()
