@@ -75,7 +75,8 @@ def test_hosts_the_nested_opt_stage_changing_only_the_update_rule():
     config.sleep.options = {"nested-opt": {"steps": 3}}
     learner = HopeLearner(OmegaConf.structured(config), stream.info, seed=0)
     rule = {id(p) for p in learner.update_rule_parameters()}
-    assert len(rule) == 4 + 4 + 3 * 2  # lr/decay readouts and biases, their 2-layer memories, 3 CMS gates (w, b)
+    # lr/decay readouts and biases, their 2-layer memories, their input projections, 3 CMS gates (w, b)
+    assert len(rule) == 4 + 4 + 2 + 3 * 2
     learner.wake(stream[0])
     before = {name: p.detach().clone() for name, p in learner.model.named_parameters()}
     metrics = learner.sleep(SleepContext(experience=stream[0], num_experiences=5, seed=0))
