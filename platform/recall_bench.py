@@ -30,7 +30,8 @@ from torch import nn
 import somna.kernels  # noqa: F401  (registers the layers)
 from somna.curricula.mqar import MQARBatch, make_mqar
 from somna.evals.stats import mean_ci
-from somna.kernels.bench_ops import provenance
+from somna.platform.provenance import provenance_line
+from somna.learners.base import derive_seed
 from somna.platform.registry import KERNELS
 
 TEST_SEED, DEV_SEED = 10_000, 20_000  # held-out sequences: TEST_SEED + load; dev (tuning) sequences: DEV_SEED + load
@@ -139,7 +140,7 @@ def with_recipe(name: str, settings: RecallSettings) -> RecallSettings:
 
 
 def _run(settings: RecallSettings, quick: bool) -> str:
-    origin = provenance()  # the code and machine at the start: later edits must not relabel this run
+    origin = provenance_line()  # the code and machine at the start: later edits must not relabel this run
     held_out = test_sets(settings)
     results, notes = {}, []
     for name in KERNELS.names():
@@ -198,7 +199,7 @@ def train(layer_cls: type[nn.Module], settings: RecallSettings) -> RecallModel:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=settings.steps)
     for step in range(settings.steps):
         load = settings.loads[step % len(settings.loads)]
-        batch = make_mqar(settings.batch_size, load, vocab_size=settings.vocab_size, seed=settings.seed * 1_000_003 + step)
+        batch = make_mqar(settings.batch_size, load, vocab_size=settings.vocab_size, seed=derive_seed(settings.seed, salt=step))
         loss = F.cross_entropy(model(batch.inputs, batch.query_mask), batch.targets[batch.query_mask])
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"non-finite loss at step {step} of {settings.steps} (learning rate {settings.learning_rate})")
@@ -226,7 +227,7 @@ def _table(results: dict, notes: list[str], settings: RecallSettings, quick: boo
         f"{settings.num_heads} heads, AdamW (one-cycle) on batches of {settings.batch_size} sequences (loads cycled), "
         f"{settings.eval_examples} held-out sequences per load; mean ± 95% CI (Student t) over training seeds "
         f"{', '.join(map(str, settings.seeds))}; chance = 1/{settings.vocab_size - settings.vocab_size // 2}. "
-        f"Default recipe: lr {settings.learning_rate:g}, {settings.steps} steps. {origin}.",
+        f"Default recipe: lr {settings.learning_rate:g}, {settings.steps} steps. {origin}",
         "",
         "| kernel | " + " | ".join(f"{load} pairs" for load in loads) + " | recipe (lr, steps) | train CPU s / seed | note |",
         "|---|" + "---:|" * len(loads) + "---|---:|---|",

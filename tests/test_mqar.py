@@ -85,11 +85,11 @@ def test_recall_bench_dev_split_never_shares_a_sequence_with_the_held_out_one():
 
 
 def test_recall_table_prints_mean_ci_over_seeds_recipe_and_note():
-    from somna.kernels.bench_ops import provenance
+    from somna.platform.provenance import provenance_line
     from somna.platform.recall_bench import FULL, _table
 
     scores = {load: [0.5, 0.6, 0.7] for load in FULL.loads}
-    table = _table({"deltanet": (scores, 3.0, FULL)}, [], FULL, quick=False, origin=provenance())
+    table = _table({"deltanet": (scores, 3.0, FULL)}, [], FULL, quick=False, origin=provenance_line())
     row = next(line for line in table.splitlines() if line.startswith("| deltanet"))
     assert "0.600 ± 0.248" in row and "0.01, 600 (default)" in row and "delta rule" in row
-    assert "ATen CPU capability" in table and "Commit" in table
+    assert "ATen CPU capability" in table and "Made at commit" in table

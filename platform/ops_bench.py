@@ -17,11 +17,7 @@ same run.
 from __future__ import annotations
 
 import ctypes
-import functools
 import math
-import os
-import platform
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +26,7 @@ import torch
 
 from somna.kernels.delta_rule import delta_rule, gated_delta_rule
 from somna.kernels.linear_attention import linear_attention
+from somna.platform.provenance import provenance_line
 
 HEADS, HEAD_DIM = 4, 64
 CHUNK_SIZES = {"linear_attention": 64, "delta_rule": 64, "gated_delta_rule": 32}  # fastest of 16..128 here
@@ -47,7 +44,7 @@ def run(quick: bool = False) -> str:
     lengths = (256, 1024) if quick else (256, 1024, 4096, 16384)
     threads = torch.get_num_threads()
     torch.set_num_threads(TIMING_THREADS)
-    origin = provenance()  # the code and machine at the start: later edits must not relabel this run
+    origin = provenance_line()  # the code and machine at the start: later edits must not relabel this run
     try:
         return _table(*_measure_all(lengths), origin)
     finally:
@@ -155,35 +152,6 @@ def _rss_bytes(field: str) -> int:
     return 0
 
 
-def machine_description() -> str:
-    """CPU model, core count, torch version, ATen CPU capability and torch's thread count."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-        f"(ATen CPU capability {torch.backends.cpu.get_cpu_capability()}) timed on {torch.get_num_threads()} thread(s)"
-    )
-
-
-def provenance() -> str:
-    """Where a table comes from: the code's commit and the machine."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        git = functools.partial(subprocess.run, cwd=root, capture_output=True, text=True, check=True)
-        commit = git(["git", "rev-parse", "--short", "HEAD"]).stdout.strip()
-        dirty = git(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
-        commit += " + uncommitted changes" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown (not a git checkout)"
-    return f"Commit {commit}; {machine_description()}"
-
-
 def _megabytes(value: int | None) -> str:
     return "—" if value is None else f"{value / 2**20:.1f}"
 
@@ -192,7 +160,7 @@ def _table(rows: list[tuple], ceiling: float, ceiling_before: float, origin: str
     lines = [
         "### Functional ops: recurrent vs chunkwise (B=1, H=4, d=64, float32, CPU, forward; tokens per CPU-second)",
         "",
-        f"{origin}. torch.matmul 1024² float32 ceiling: {ceiling:.1f} GFLOP/s "
+        f"{origin} torch.matmul 1024² float32 ceiling: {ceiling:.1f} GFLOP/s "
         f"(best of the measurements before, {ceiling_before:.1f}, and after the ops).",
         "",
         "| op | T | chunk | recurrent tok/s | chunkwise tok/s | chunkwise / recurrent | peak MB recurrent | "

@@ -1,7 +1,7 @@
 """`somna bench kernels` (memory part): the NeuralMemory layer against titans-pytorch, and every memory layer's cost.
 
 Side by side in one process, one torch thread, CPU time (best of a few runs;
-see bench_ops.py for why CPU time): somna's `NeuralMemory` and
+see ops_bench.py for why CPU time): somna's `NeuralMemory` and
 titans-pytorch's `NeuralMemory` at the same configuration — dim 256, 4 heads
 of 64, depth-2 MLP memory with expansion 2 (hidden 128), chunk 64, momentum and
 a forget gate — forward (no_grad) and forward + backward. titans-pytorch is
@@ -14,7 +14,7 @@ matrix per token and weight). "% of matmul" is somna's matmul FLOPs (counted
 analytically, `layer_flops`) per second over a square float32 matmul's,
 timed the same way in the same run.
 
-`python -m somna.kernels.bench_memory --out docs/bench_kernels_memory.md` saves the tables.
+`python -m somna.platform.memory_bench --out docs/bench_kernels_memory.md` saves the tables.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from somna.kernels.bench_ops import matmul_gflops, measure, provenance
+from somna.platform.ops_bench import matmul_gflops, measure
+from somna.platform.provenance import provenance_line
 from somna.kernels.memory_scan import Gates, MemoryRule, MemoryState, memory_scan
 from somna.kernels.neural_memory import NeuralMemory
 
@@ -133,7 +134,7 @@ def compare_titans_pytorch(origin: str, quick: bool = False) -> str:
         f"momentum + forget gate, float32; titans-pytorch {version}. Best of 5 (fwd) or 3 (fwd+bwd) runs, the "
         f"implementations taking turns, after a warm-up (which for the compiled column includes compilation). "
         f"Matmul ceiling: "
-        f"{ceiling:.1f} GFLOP/s (1024² float32). fwd+bwd FLOPs taken as 3× the forward's. {origin}.",
+        f"{ceiling:.1f} GFLOP/s (1024² float32). fwd+bwd FLOPs taken as 3× the forward's. {origin}",
     ]
     return "\n".join(lines)
 
@@ -199,7 +200,7 @@ def compare_naive_loop(origin: str, quick: bool = False) -> str:
     lines += [
         "",
         f"Batch 1, {HEADS} heads of {HEAD_DIM}, depth-2 MLP memory, momentum + forget gate, float32. "
-        f"Chunk size 1 vs the naive loop: max |Δ| = {agreement:.1e}. {origin}.",
+        f"Chunk size 1 vs the naive loop: max |Δ| = {agreement:.1e}. {origin}",
     ]
     return "\n".join(lines)
 
@@ -224,7 +225,7 @@ def layer_costs(origin: str, quick: bool = False, batch: int = 8, dim: int = 64,
     lines += [
         "",
         f"Each layer with its default options, dim {dim}, {heads} heads, batch {batch} × T = {length}, float32, one run "
-        f"after a warm-up (about what a training step of `somna bench recall` costs). {origin}.",
+        f"after a warm-up (about what a training step of `somna bench recall` costs). {origin}",
     ]
     return "\n".join(lines)
 
@@ -233,7 +234,7 @@ def run(quick: bool = False) -> str:
     """The three tables, timed on one torch thread."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    origin = provenance()  # the code and machine at the start: later edits must not relabel this run
+    origin = provenance_line()  # the code and machine at the start: later edits must not relabel this run
     try:
         tables = [compare_titans_pytorch(origin, quick), compare_naive_loop(origin, quick), layer_costs(origin, quick)]
         return "\n\n".join(tables)
