@@ -45,7 +45,7 @@ def mean_lr(memory: RecallMemory, inputs: torch.Tensor) -> tuple[float, float]:
 def rows(cycles: int) -> list[str]:
     """The markdown line of cycle 0 (the initial rule) and of each of `cycles` wake/sleep cycles."""
     memory = RecallMemory(vocab_size=VOCAB, embed_dim=EMBED, seed=0)
-    stage = NestedOptStage(steps=20)
+    stage = NestedOptStage.with_options(steps=20)
     held_out = {load: make_mqar(256, load, vocab_size=VOCAB, seed=10_000 + load) for load in LOADS}
     lines = []
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from somna.platform.provenance import provenance
 
 SCRIPTS = Path(__file__).resolve().parent
-REPRODUCIBLE = ("baselines_table", "sleep_vision_table", "nested_opt_table", "optimizer_table")
+REPRODUCIBLE = ("baselines_table", "sleep_vision_table", "nested_opt_table", "optimizer_table", "self_modification_table")
 PROVENANCE = re.compile(r"Made at commit \S+ on (?P<cpu>.+?), torch (?P<torch>\S+), ATen CPU capability (?P<capability>\w+),")
 NUMBER = re.compile(r"[-+−]?\d+(?:\.\d+)?")
 

@@ -1,4 +1,4 @@
-"""Seeded in-process runs of vector learners for the digit tables, spread over worker processes and cached.
+"""Seeded runs of vector learners for the digit tables: in process (spread over workers, cached) or through `somna run`.
 
 `run_once` goes through the platform's loop order (b = evaluate before
 training; per experience: wake -> sleep -> evaluate every experience) and is
@@ -6,11 +6,14 @@ summarized by somna.evals.metrics, so a table cell is what `somna run` prints
 for that config and seed. `run_all` spreads runs over `--workers` processes
 (one torch thread each, timed on that thread) and appends every finished run to
 a JSON-lines cache, so an interrupted table resumes where it stopped.
+`somna_run` is the platform's own runner (inline executor, a scratch run
+directory), for tables whose rows are commands.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -24,8 +27,11 @@ import somna.curricula  # noqa: F401  (registers the curricula)
 import somna.learners  # noqa: F401  (registers the learners)
 from somna.evals import metrics
 from somna.evals.stats import mean_ci
-from somna.learners.base import SleepContext
+from somna.learners.base import SleepContext, phase_seed
+from somna.platform.builders import seed_everything
+from somna.platform.config import load_config
 from somna.platform.registry import CURRICULA, LEARNERS
+from somna.platform.runner import run
 
 # What identifies one run: (learner, learner overrides, curriculum, curriculum overrides, scenario, seed)
 RunSpec = tuple[str, dict[str, Any], str, dict[str, Any], str, int]
@@ -45,7 +51,9 @@ def run_once(
     b = np.array([learner.evaluate(e)["accuracy"] for e in curriculum])
     R = np.zeros((len(curriculum), len(curriculum)))
     for i, experience in enumerate(curriculum):
+        seed_everything(phase_seed(seed, i, "wake"))  # the global RNGs as the platform sets them per phase
         learner.wake(experience)
+        seed_everything(phase_seed(seed, i, "sleep"))
         learner.sleep(SleepContext(experience=experience, num_experiences=len(curriculum), seed=seed))
         R[i] = [learner.evaluate(e)["accuracy"] for e in curriculum]
     return metrics.summarize(R, b) | {"wall_s": time.perf_counter() - start}
@@ -83,3 +91,12 @@ def load_cache(cache: Path | None) -> dict[str, dict[str, float]]:
 def cell(runs: list[dict[str, float]], metric: str) -> str:
     """'mean ± 95% t-CI' of one metric over runs (the bare value for one run)."""
     return mean_ci(run[metric] for run in runs).format()
+
+
+def somna_run(config: str, overrides: list[str]) -> dict[str, float]:
+    """`somna run CONFIG OVERRIDES executor=inline`: its summary.json, plus the run's wall seconds."""
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        summary = run(load_config(config, [*overrides, "executor=inline", "logging.progress=false"]), Path(scratch) / "run")
+    return summary | {"wall_s": time.perf_counter() - start}
