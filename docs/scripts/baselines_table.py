@@ -43,7 +43,7 @@ SETTINGS = {  # column label -> (curriculum, scenario, experiences)
 SEEDS = [0, 1, 2, 3, 4]
 DOC = Path(__file__).resolve().parents[1] / "baselines.md"
 HEADING = "| learner | " + " | ".join(f"{setting} ACC | BWT" for setting in SETTINGS) + " | s/run |"
-TOLERANCE = 0.05  # to be measured
+TOLERANCE = 0.01  # the finetune row moved by at most 0.002 under ATEN default/avx2 (+ MKL's paths) vs AVX-512
 
 
 def spec(label: str, setting: str, seed: int) -> RunSpec:

@@ -29,7 +29,7 @@ HEADER = (
     "| sleep cycles | " + " | ".join(f"recall @{load} pairs" for load in LOADS)
     + " | mean θ at values | mean θ elsewhere | rehearsal loss (first → last step) |"
 )
-TOLERANCE = 0.05  # to be measured
+TOLERANCE = 0.02  # cycle 1 was identical under every kernel set here; the recall ops reduce over long sequences
 
 
 def mean_lr(memory: RecallMemory, inputs: torch.Tensor) -> tuple[float, float]:

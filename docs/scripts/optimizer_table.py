@@ -25,7 +25,7 @@ OPTIMIZERS = ("sgd", "adam", "deep-momentum", "delta-momentum", "m3", "muon")
 LEARNERS = ("finetune", "replay")
 DOC = Path(__file__).resolve().parents[1] / "optimizers.md"
 HEADER = "| optimizer | lr | " + " | ".join(f"{l} ACC | {l} BWT | {l} s" for l in LEARNERS) + " |"
-TOLERANCE = 0.05  # to be measured
+TOLERANCE = 0.01  # the adam row was identical under ATEN default/avx2/avx512 with MKL's matching paths
 
 
 def row(optimizer: str, lr: float, seed: int) -> str:

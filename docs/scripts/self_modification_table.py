@@ -28,7 +28,7 @@ COMMANDS = {  # the `somna run` arguments of each row -> what the row shows
 }
 DOC = Path(__file__).resolve().parents[1] / "self_modification.md"
 HEADER = "| command | setting | ACC | BWT | plasticity | s |"
-TOLERANCE = 0.05  # to be measured
+TOLERANCE = 0.01  # the hnet row was identical under ATEN default/avx2/avx512 with MKL's matching paths
 
 
 def row(command: str, seed: int) -> str:

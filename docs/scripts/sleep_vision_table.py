@@ -44,7 +44,7 @@ STREAMS = {  # label -> (curriculum, scenario, which sleep variants)
 }
 MARK_START, MARK_END = "<!-- sleep-vision-table:start -->", "<!-- sleep-vision-table:end -->"
 DOC = Path(__file__).resolve().parents[1] / "sleep_vision_results.md"
-TOLERANCE = 0.05  # to be measured
+TOLERANCE = 0.01  # `sleep − dreaming` was identical under every kernel set here and on an AMD EPYC
 
 
 def methods(variants: list[str]) -> dict[str, tuple[str, dict[str, Any], str]]:
