@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from somna.evals.metrics import summarize
-from somna.evals.rundir import BASELINE, COMMIT_EVENT, CheckpointError, accuracy_rows
+from somna.evals.metrics import skill_retention, summarize
+from somna.evals.rundir import BASELINE, COMMIT_EVENT, CheckpointError, accuracy_rows, skill_rows
 from somna.evals.tracking import make_sinks
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import ConfigError, to_yaml
@@ -116,6 +116,7 @@ def run(
 
     summary = {
         **summarize(np.array(rows), np.array(baseline)),
+        **skill_retention(skill_rows(directory.read_events()), BASELINE),  # text runs: the base's skills kept (none on vector runs)
         "learner": cfg.learner.name,
         "curriculum": cfg.curriculum.name,
         "scenario": cfg.scenario,
