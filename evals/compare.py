@@ -4,6 +4,13 @@
 run's accuracy matrix (see report.run_metrics). When the runs include the
 `joint` learner, every run also gets intransigence against the joint run of
 the same curriculum, scenario and seed.
+
+Runs of different streams (curriculum, scenario, number of experiences) never
+share a row: when the runs differ in one of those, it becomes a grouping key.
+A run that cannot be compared (unreadable config.yaml, no accuracy matrix,
+unfinished, damaged summary.json) is skipped and named in `skipped`. A glob
+skips the files it matches, so `somna compare 'runs/*'` reads its own
+compare.md/.csv/.png back without tripping over them.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from somna.evals import plots
 from somna.evals.document import Document, Table
 from somna.evals.metrics import LOWER_IS_BETTER
 from somna.evals.report import run_metrics
-from somna.evals.rundir import Run, is_run_dir, load_run
+from somna.evals.rundir import SUMMARY_FILE, Run, RunDirectoryError, is_run_dir, load_run
 from somna.evals.stats import MeanCI, mean_ci
 
 JOINT_LEARNER = "joint"
@@ -28,6 +35,8 @@ COMPARE_MD = "compare.md"
 COMPARE_CSV = "compare.csv"
 COMPARE_PNG = "compare.png"
 BAR_METRICS = ("acc", "forgetting", "bwt", "plasticity")
+METRIC_RANGES = {"acc": (0.0, 1.0), "plasticity": (0.0, 1.0), "forgetting": (-1.0, 1.0), "bwt": (-1.0, 1.0)}  # CI bars stop there
+STREAM_KEYS = ("curriculum.name", "scenario", "curriculum.num_experiences")  # what makes two runs comparable
 
 
 @dataclass
@@ -51,13 +60,17 @@ class Comparison:
 
 
 def find_runs(sources: Iterable[str | Path]) -> list[Path]:
-    """Run directories from paths, glob patterns, or folders holding run directories (a sweep's --out)."""
+    """Run directories from paths, glob patterns (the files they match are skipped), or folders holding run
+    directories (a sweep's --out)."""
     found: list[Path] = []
     for source in sources:
-        matches = sorted(glob.glob(str(source))) if glob.has_magic(str(source)) else [str(source)]
+        is_pattern = glob.has_magic(str(source))
+        matches = sorted(glob.glob(str(source))) if is_pattern else [str(source)]
         if not matches:
             raise ValueError(f"pattern {str(source)!r} matches nothing")
         for match in map(Path, matches):
+            if is_pattern and not match.is_dir():
+                continue
             if is_run_dir(match):
                 found.append(match)
             elif match.is_dir():
@@ -80,12 +93,33 @@ def group_label(run: Run, keys: Sequence[str]) -> str:
     return ",".join(parts)
 
 
-def compare_runs(runs: Sequence[Run], by: Sequence[str] = ("learner",)) -> Comparison:
-    """Aggregate complete runs per group over seeds; partial runs are skipped and listed."""
-    complete = [run for run in runs if run.complete]
-    skipped = [f"{run.path}: partial ({run.rows_done} of {run.num_experiences} experiences)" for run in runs if not run.complete]
+def load_runs(paths: Iterable[Path]) -> tuple[list[Run], list[str]]:
+    """(the runs read, "<path>: <why>" for each folder whose config.yaml cannot be read)."""
+    runs, skipped = [], []
+    for path in paths:
+        try:
+            runs.append(load_run(path))
+        except RunDirectoryError as error:
+            skipped.append(str(error))
+    return runs, skipped
+
+
+def incomplete(run: Run) -> str | None:
+    """Why a run cannot be compared (no matrix, unfinished, no readable summary.json), or None."""
+    if run.num_experiences == 0:
+        return f"{run.path}: no accuracy matrix"
+    if run.rows_done < run.num_experiences:
+        return f"{run.path}: partial ({run.rows_done} of {run.num_experiences} experiences)"
+    return None if run.summary is not None else f"{run.path}: no readable {SUMMARY_FILE} (unfinished or damaged)"
+
+
+def compare_runs(runs: Sequence[Run], by: Sequence[str] = ("learner",), skipped: Sequence[str] = ()) -> Comparison:
+    """Aggregate complete runs per group over seeds; the others are skipped and listed (after `skipped`)."""
+    complete = [run for run in runs if incomplete(run) is None]
+    skipped = [*skipped, *(reason for run in runs if (reason := incomplete(run)))]
     if not complete:
-        raise ValueError("no complete run to compare (every run is partial or empty)")
+        raise ValueError(f"no complete run to compare ({'; '.join(skipped) or 'none found'})")
+    by = stream_keys(complete, by) + list(by)
     joints = {_stream_key(run): run for run in complete if run.get("learner.name") == JOINT_LEARNER}
     per_group: dict[str, list[dict[str, float]]] = {}
     seeds: dict[str, list] = {}
@@ -99,6 +133,11 @@ def compare_runs(runs: Sequence[Run], by: Sequence[str] = ("learner",)) -> Compa
         for group, rows in per_group.items()
     }
     return Comparison(list(by), sorted(per_group), metric_names, cells, seeds, skipped)
+
+
+def stream_keys(runs: Sequence[Run], by: Sequence[str]) -> list[str]:
+    """The stream keys (curriculum, scenario, number of experiences) on which the runs differ and `by` does not group."""
+    return [key for key in STREAM_KEYS if key not in by and len({repr(run.get(key)) for run in runs}) > 1]
 
 
 def _stream_key(run: Run) -> tuple:
@@ -132,6 +171,7 @@ def write_comparison(comparison: Comparison, out_dir: str | Path) -> dict[str, P
         {m: [comparison.cells[g][m] for g in comparison.groups] for m in bar_metrics},
         paths["png"],
         "mean ± 95% CI over seeds",
+        METRIC_RANGES,
     )
     document = Document(f"somna compare (by {', '.join(comparison.by)})")
     document.text(
@@ -163,8 +203,8 @@ def _write_csv(comparison: Comparison, path: Path) -> None:
 def compare(sources: Iterable[str | Path], by: Sequence[str] = ("learner",), out_dir: str | Path | None = None) -> tuple[Comparison, dict[str, Path]]:
     """Find, load, aggregate and write; `out_dir` defaults to the runs' common parent folder."""
     paths = find_runs(sources)
-    runs = [load_run(path) for path in paths]
-    comparison = compare_runs(runs, by)
+    runs, unreadable = load_runs(paths)
+    comparison = compare_runs(runs, by, unreadable)
     if out_dir is None:
         out_dir = Path(os.path.commonpath([p.resolve().parent for p in paths]))
     return comparison, write_comparison(comparison, out_dir)

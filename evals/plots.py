@@ -61,8 +61,15 @@ def experience_curves(
     return _save(figure, path)
 
 
-def metric_bars(groups: Sequence[str], cells: dict[str, list[MeanCI | None]], path: Path, title: str) -> Path:
-    """One panel per metric, one bar per group, error bars = 95% CI half-width (none for n = 1)."""
+def metric_bars(
+    groups: Sequence[str],
+    cells: dict[str, list[MeanCI | None]],
+    path: Path,
+    title: str,
+    ranges: dict[str, tuple[float, float]] | None = None,
+) -> Path:
+    """One panel per metric, one bar per group, error bars = 95% CI (none for n = 1), cut at the metric's range
+    (e.g. accuracy never goes past [0, 1], whatever a t-interval over few seeds says)."""
     metrics = list(cells)
     columns = min(4, len(metrics))
     grid_rows = math.ceil(len(metrics) / columns)
@@ -74,7 +81,7 @@ def metric_bars(groups: Sequence[str], cells: dict[str, list[MeanCI | None]], pa
         axes = figure.add_subplot(grid_rows, columns, index + 1)
         values = cells[metric]
         means = [v.mean if v else np.nan for v in values]
-        errors = [v.half_width if v and not math.isnan(v.half_width) else 0.0 for v in values]
+        errors = _clipped_errors(values, (ranges or {}).get(metric, (-math.inf, math.inf)))
         axes.bar(positions, means, yerr=errors, capsize=3, color=colors)
         axes.axhline(0.0, color="black", linewidth=0.6)
         axes.set_xticks(positions, groups, rotation=45, ha="right", fontsize=8)
@@ -99,6 +106,16 @@ def loss_curve(losses: Sequence[float], path: Path, title: str, smooth: int = 25
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3, which="both")
     return _save(figure, path)
+
+
+def _clipped_errors(values: Sequence[MeanCI | None], bounds: tuple[float, float]) -> np.ndarray:
+    """(2, n) distances from each mean down and up to its interval's ends, the ends cut at `bounds`."""
+    low, high = bounds
+    errors = np.zeros((2, len(values)))
+    for index, value in enumerate(values):
+        if value is not None and not math.isnan(value.half_width):
+            errors[:, index] = value.mean - max(value.low, low), min(value.high, high) - value.mean
+    return errors
 
 
 def _save(figure: Figure, path: Path) -> Path:

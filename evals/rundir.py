@@ -13,9 +13,10 @@ Layout (runs/<name>/; the platform's loop writes it through these names):
 
 Reading tolerates runs that stopped halfway: a missing file or an unreadable
 line becomes a warning on the `Run`, never an exception, so a crashed run can
-still be reported. Events are trusted up to the first unreadable line (a crash
-can only tear the last one; anything after a damaged line is not trusted,
-which is also what makes a resume redo that experience).
+still be reported; only a folder without a readable config.yaml is refused
+(`RunDirectoryError`, naming the file). Events are trusted up to the first
+unreadable line (a crash can only tear the last one; anything after a damaged
+line is not trusted, which is also what makes a resume redo that experience).
 """
 
 from __future__ import annotations
@@ -51,6 +52,33 @@ def checkpoint_files(run_path: Path, experience: int) -> tuple[Path, Path]:
 
 def artifacts_dir(run_path: Path, experience: int) -> Path:
     return Path(run_path) / ARTIFACTS_DIR / f"exp-{experience:04d}"
+
+
+class RunDirectoryError(ValueError):
+    """A folder that is not a readable somna run directory; the message names the file and why."""
+
+
+def yaml_problem(error: yaml.YAMLError, position: bool = True) -> str:
+    """A YAML error on one line, with the line and column it points at (PyYAML spreads it over several)."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark and position else problem
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A run directory's config.yaml as a mapping (read safely: no Python tags), or RunDirectoryError."""
+    file = Path(path) / CONFIG_FILE
+    if not file.is_file():
+        raise RunDirectoryError(f"run directory {str(path)!r} has no {CONFIG_FILE}; not a somna run")
+    try:
+        config = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise RunDirectoryError(f"{file} is not valid YAML ({yaml_problem(error)})") from None
+    except UnicodeDecodeError:
+        raise RunDirectoryError(f"{file} is not text") from None
+    if config is not None and not isinstance(config, dict):
+        raise RunDirectoryError(f"{file} must be a YAML mapping of config keys, got {type(config).__name__}")
+    return config or {}
 
 
 def is_run_dir(path: Path) -> bool:
@@ -252,12 +280,10 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    """Read a run directory; raises ValueError only when it is not a run directory at all."""
+    """Read a run directory; raises RunDirectoryError only when its config.yaml is missing or unreadable."""
     path = Path(path)
-    if not is_run_dir(path):
-        raise ValueError(f"run directory {str(path)!r} has no {CONFIG_FILE}; not a somna run")
+    config = read_config(path)
     warnings: list[str] = []
-    config = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
     if not (path / EVENTS_FILE).is_file():
         warnings.append(f"{path / EVENTS_FILE}: missing")
     events, problem = read_events(path / EVENTS_FILE)
@@ -303,10 +329,14 @@ def _floats(cells: list[str], width: int) -> np.ndarray | None:
 
 
 def _read_summary(file: Path, warnings: list[str]) -> dict[str, Any] | None:
+    """summary.json as a mapping; a damaged one is a warning and counts as absent (the run is then not complete)."""
     if not file.is_file():
         return None
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError:
+        summary = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        summary = None
+    if not isinstance(summary, dict):
         warnings.append(f"{file}: unreadable, ignored")
         return None
+    return summary

@@ -19,6 +19,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+# Gate products below e^-80 ≈ 1.8e-35 are taken as e^-80: no float32 sum next to O(1) terms can tell, and exp
+# then never sees −inf or a denormal result, either of which costs 15–100× per element on CPU (measured).
+LOG_FLOOR = -80.0
 SEGMENT_TOKENS = 1024  # time steps per chunkwise call (rounded down to whole chunks, at least one)
 
 

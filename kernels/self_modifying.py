@@ -4,8 +4,14 @@ Only the query projection q = x W_q is fixed. Keys, values, the learning rate
 η and the retention α come from four memories of their own, and the read
 memory M_mem is a fifth; each is a residual 2-layer MLP M(x) = x + σ(x W₁) W₂
 with per-batch, per-head fast weights (the paper's x + W₁σ(W₂x) in row form):
-    k = normalize(M_k(x̄)),  v = M_v(x̄)       (x̄: x split into heads, each L2-normalised),
-    η = max_lr·sigmoid(M_η(x̄)·w_η + b_η),  α = sigmoid(M_α(x̄)·w_α + b_α)   (scalars per head)
+    k = normalize(M_k(x̄_k)),  v = M_v(x̄_v),
+    η = max_lr·sigmoid(M_η(x̄_η)·w_η + b_η),  α = sigmoid(M_α(x̄_α)·w_α + b_α)   (scalars per head)
+where x̄_□ = normalize(x P_□) per head: each memory reads the full-width x
+through its own input projection P_□ (eq. 79–81 give every memory x itself).
+Without them (x̄ = one head's slice of raw x for all four) the residual
+memories start near the identity, so k ≈ v (cosine 0.98 at init) and the
+write target v̂ − k carries no key→value information: MQAR recall stayed near
+chance (4 pairs: 0.04).
 Every memory M_□ makes its own target v̂_□ = M_□(v) (v itself for M_mem) and
 learns by gradient descent with decay on L = ½‖M_□(k) − v̂_□‖²:
     W ← α W − η ∇_W L(W; k, v̂_□).
@@ -29,16 +35,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from somna.kernels.neural_memory import Gates, MemoryRule, MemoryState, chunk_aligned, memory_scan, mlp_forward
+from somna.kernels.memory_scan import Gates, MemoryRule, MemoryState, memory_scan, mlp_forward
+from somna.kernels.neural_memory import chunk_aligned
 from somna.platform.registry import register_kernel
 
 MEMORIES = ("key", "value", "lr", "decay", "memory")
+GENERATED = MEMORIES[:-1]  # the memories that generate k, v, η, α from x
 
 
 class SelfModifyingState(NamedTuple):
-    """The five memories (in MEMORIES order) at the last chunk boundary and the unfinished chunk's inputs (B, P, dim)."""
+    """The five memories (MEMORIES order, stacked along the head axis: (B, 5·H, ...)) at the last chunk boundary,
+    and the unfinished chunk's inputs (B, P, dim)."""
 
-    memories: tuple[MemoryState, ...]
+    memories: MemoryState
     pending_x: Tensor
 
 
@@ -62,6 +71,7 @@ class SelfModifyingMemory(nn.Module):
         self.dim, self.num_heads, self.head_dim, self.max_lr = dim, num_heads, dim // num_heads, max_lr
         self.rule = MemoryRule(chunk_size=chunk_size, detach_inner=detach_inner, max_grad_norm=1.0)
         self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.input_proj = nn.ModuleDict({name: nn.Linear(dim, dim, bias=False) for name in GENERATED})
         self.out_proj = nn.Linear(dim, dim, bias=False)
         d, hidden = self.head_dim, expansion * self.head_dim
         self.initial_weights = nn.ParameterDict(
@@ -81,12 +91,11 @@ class SelfModifyingMemory(nn.Module):
         self.decay_bias = nn.Parameter(torch.full((num_heads,), 6.0))  # retention ≈ 0.9975 at the start
 
     def initial_state(self, batch: int) -> SelfModifyingState:
-        memories = []
-        for name in MEMORIES:
-            weights = tuple(w.unsqueeze(0).expand(batch, *w.shape) for w in self.initial_weights[name])
-            empty = weights[0].new_zeros(batch, self.num_heads, 0, self.head_dim)
-            memories.append(MemoryState(weights, None, empty, empty, empty[..., 0]))
-        return SelfModifyingState(tuple(memories), self.lr_bias.new_zeros(batch, 0, self.dim))
+        weights = tuple(
+            torch.cat([self.initial_weights[name][layer] for name in MEMORIES]).unsqueeze(0).expand(batch, -1, -1, -1)
+            for layer in range(2)
+        )
+        return SelfModifyingState(MemoryState.start(weights, momentum=False), self.lr_bias.new_zeros(batch, 0, self.dim))
 
     def forward(self, x: Tensor, state: SelfModifyingState | None = None) -> tuple[Tensor, SelfModifyingState]:
         if x.dim() != 3 or x.shape[-1] != self.dim:
@@ -96,35 +105,51 @@ class SelfModifyingMemory(nn.Module):
         y, memories, pending = chunk_aligned(self._scan, x, state.memories, state.pending_x, self.rule.chunk_size)
         return y, SelfModifyingState(memories, pending)
 
-    def _scan(self, x: Tensor, memories: tuple[MemoryState, ...]) -> tuple[Tensor, tuple[MemoryState, ...]]:
+    def update_rule_parameters(self) -> list[nn.Parameter]:
+        """What sets the inner learning rate η and retention α: M_η and M_α's initial weights and input projections,
+        and the readouts w_η, b_η, w_α, b_α (a nested optimizer tunes these; the rest is the model)."""
+        producers = [self.lr_readout, self.lr_bias, self.decay_readout, self.decay_bias]
+        for name in ("lr", "decay"):
+            producers += [*self.initial_weights[name], *self.input_proj[name].parameters()]
+        return producers
+
+    def current_memories(self, state: SelfModifyingState) -> MemoryState:
+        """The five memories after every token seen so far, including the unfinished chunk's."""
+        return self._scan(state.pending_x, state.memories)[1]
+
+    def heads(self, x: Tensor) -> Tensor:
+        """(B, T, dim) -> (B, H, T, head_dim), each head L2-normalised."""
+        return F.normalize(x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2), dim=-1)
+
+    def _scan(self, x: Tensor, memories: MemoryState) -> tuple[Tensor, MemoryState]:
         outputs = [x[:, :0]]
         for start in range(0, x.shape[1], self.rule.chunk_size):
             y, memories = self._chunk(x[:, start : start + self.rule.chunk_size], memories)
             outputs.append(y)
         return torch.cat(outputs, dim=1), memories
 
-    def _chunk(self, x: Tensor, memories: tuple[MemoryState, ...]) -> tuple[Tensor, tuple[MemoryState, ...]]:
-        states = dict(zip(MEMORIES, memories))
+    def _chunk(self, x: Tensor, memories: MemoryState) -> tuple[Tensor, MemoryState]:
+        """One chunk: the chunk-start memories generate k, v, η, α and the targets, then all five learn at once."""
+        heads, generated = self.num_heads, len(GENERATED) * self.num_heads
+        generators = [w[:, :generated] for w in memories.weights]
 
-        def apply(name: str, inputs: Tensor) -> Tensor:
-            """The chunk-start memory M_name(inputs) = inputs + MLP(inputs)."""
-            return inputs + mlp_forward(list(states[name].weights), inputs)[1][-1]
+        def apply(inputs: Tensor) -> Tensor:
+            """The four chunk-start generator memories on their (B, 4·H, T, d) inputs: M(u) = u + MLP(u)."""
+            return inputs + mlp_forward(generators, inputs)[1][-1]
 
         # (B, H, T, d), unit norm per head: bounded inputs keep the self-referential targets M(v) from running away
-        heads = F.normalize(x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2), dim=-1)
-        q = F.normalize(self.q_proj(x).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2), dim=-1)
-        k = F.normalize(apply("key", heads), dim=-1)
-        v = apply("value", heads)
-        lr = self.max_lr * torch.sigmoid((apply("lr", heads) * self.lr_readout[:, None]).sum(-1) + self.lr_bias[:, None])
-        retain = torch.sigmoid((apply("decay", heads) * self.decay_readout[:, None]).sum(-1) + self.decay_bias[:, None])
-        gates = Gates(lr, None, retain)
-        new_states, read = [], None
-        for name in MEMORIES:
-            target = v if name == "memory" else F.normalize(apply(name, v), dim=-1)
-            queries = q if name == "memory" else k
-            # Residual memory: M(k) = k + MLP(k), so the MLP part fits target − k.
-            y, new_state = memory_scan(queries, k, target - k, gates, states[name], self.rule)
-            new_states.append(new_state)
-            if name == "memory":
-                read = q + y
-        return self.out_proj(read.transpose(1, 2).flatten(2)), tuple(new_states)
+        inputs = torch.cat([self.heads(self.input_proj[name](x)) for name in GENERATED], dim=1)
+        k, v, lr_features, decay_features = apply(inputs).split(heads, dim=1)
+        k = F.normalize(k, dim=-1)
+        lr = self.max_lr * torch.sigmoid((lr_features * self.lr_readout[:, None]).sum(-1) + self.lr_bias[:, None])
+        retain = torch.sigmoid((decay_features * self.decay_readout[:, None]).sum(-1) + self.decay_bias[:, None])
+        # Targets v̂_□ = normalize(M_□(v)) for the generators, v itself for M_mem; residual memories M(k) = k + MLP(k)
+        # fit target − k. The generators' reads (at k) are not used; reading them costs less than a separate scan.
+        targets = torch.cat([F.normalize(apply(v.repeat(1, len(GENERATED), 1, 1)), dim=-1), v], dim=1)
+        q = self.heads(self.q_proj(x))
+        every = len(MEMORIES)
+        gates = Gates(lr.repeat(1, every, 1), None, retain.repeat(1, every, 1))
+        keys = k.repeat(1, every, 1, 1)
+        y, memories = memory_scan(torch.cat([keys[:, :generated], q], dim=1), keys, targets - keys, gates, memories, self.rule)
+        read = q + y[:, generated:]
+        return self.out_proj(read.transpose(1, 2).flatten(2)), memories

@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 
 BENCHMARKS = {
-    "kernels": ("somna.kernels.bench_ops:run", "somna.kernels.bench_memory:run"),
+    "kernels": ("somna.platform.ops_bench:run", "somna.platform.memory_bench:run"),
     "recall": ("somna.platform.recall_bench:run",),
     "overhead": ("somna.platform.overhead_bench:run",),
 }

@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _eval(args: argparse.Namespace) -> int:
     from somna.evals.document import Table, markdown_table
     from somna.evals.report import fmt, run_metrics, write_report
+    from somna.evals.rundir import load_run
 
-    run = _load(args.run_dir)
+    run = load_run(args.run_dir)
     for problem in run.warnings:
         print(f"somna: warning: {problem}", file=sys.stderr)
     reevaluation = reevaluate(run) if args.reevaluate else None
@@ -42,7 +43,7 @@ def _eval(args: argparse.Namespace) -> int:
         for checkpoint in run.checkpoints():
             if problem := checkpoint.problem():
                 print(f"somna: warning: checkpoint {problem}", file=sys.stderr)
-    joint = _load(args.joint) if args.joint else None
+    joint = load_run(args.joint) if args.joint else None
     report = write_report(run.path, joint_dir=joint.path if joint else None, reevaluation=reevaluation)
     values = run_metrics(run, joint)
     print(markdown_table(Table(list(values), [[fmt(v) for v in values.values()]])))
@@ -55,7 +56,7 @@ def reevaluate(run: Run) -> Reevaluation:
 
     Uses the loop's own evaluation function (fresh learner from the state dict,
     the same eval seed), so a faithful run directory gives differences of 0.
-    A checkpoint that is missing or corrupt is named in a warning and skipped.
+    A checkpoint that is missing, corrupt or not the learner's is named in a warning and skipped.
     """
     import numpy as np
     from omegaconf import OmegaConf
@@ -64,7 +65,7 @@ def reevaluate(run: Run) -> Reevaluation:
     from somna.evals.rundir import CONFIG_FILE, CheckpointError
     from somna.platform.config import load_config
     from somna.platform.executors import evaluate_state
-    from somna.platform.runner import build_curriculum
+    from somna.platform.runner import CheckpointMismatch, build_curriculum, check_state_fits
 
     cfg = load_config(str(run.path / CONFIG_FILE), [])
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
@@ -77,7 +78,8 @@ def reevaluate(run: Run) -> Reevaluation:
             if checkpoint is None:
                 raise CheckpointError(f"{run.path / 'checkpoints'}/exp-{index:04d}.safetensors: missing")
             state = checkpoint.load()
-        except CheckpointError as error:
+            check_state_fits(cfg, curriculum.info, state, checkpoint.tensors)
+        except (CheckpointError, CheckpointMismatch) as error:
             print(f"somna: warning: checkpoint {error}; row {index} not re-evaluated", file=sys.stderr)
             result.problems.append(str(error))
             continue
@@ -92,9 +94,11 @@ def _compare(args: argparse.Namespace) -> int:
     from somna.platform.config import ConfigError
 
     by = [key.strip() for key in args.by.split(",") if key.strip()]
+    if not by:
+        raise ConfigError(f"--by {args.by!r} names no config key; give one or more, e.g. --by learner,learner.buffer")
     try:
         comparison, paths = compare(args.runs, by=by, out_dir=args.out)
-    except ValueError as error:  # no runs found, nothing complete: a usage error (exit 2)
+    except ValueError as error:  # no runs found, nothing comparable: a usage error (exit 2)
         raise ConfigError(str(error)) from None
     for skipped in comparison.skipped:
         print(f"somna: warning: skipped {skipped}", file=sys.stderr)
@@ -102,12 +106,3 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"written: {paths['md']}, {paths['csv']}, {paths['png']}")
     return 0
 
-
-def _load(path: Path) -> Run:
-    from somna.evals.rundir import load_run
-    from somna.platform.config import ConfigError
-
-    try:
-        return load_run(path)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from somna.evals.rundir import CONFIG_FILE
-from somna.platform.config import ConfigError, RunConfig, load_config
+from somna.platform.config import RunConfig, load_config
 from somna.platform.config_help import schema_help
-from somna.platform.launch import Launch, check_buildable, execute, prepare
+from somna.platform.launch import Launch, execute, prepare, prepare_resume
 from somna.platform.runner import RunProgress
-from somna.platform.storage import RemoteRunDirectory, is_uri
 
 SUMMARY_KEYS = ("acc", "bwt", "fwt", "forgetting")
 
@@ -57,26 +54,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    local, remote = Path(args.run_dir), None
-    if is_uri(args.run_dir):
-        remote = RemoteRunDirectory(args.run_dir)
-        if not remote.exists():
-            raise ConfigError(f"cannot resume {args.run_dir}: nothing there")
-        local = remote.pull()
-    config_path = local / CONFIG_FILE
-    if not config_path.is_file():
-        raise ConfigError(f"cannot resume {args.run_dir}: no config.yaml there")
-    cfg = load_config(str(config_path), [f"ray.address={args.address}"] if args.address else [])
-    check_buildable(cfg)
-    return _execute(Launch(cfg, local, args.run_dir, resume=True, remote=remote))
+    return _execute(prepare_resume(args.run_dir, [f"ray.address={args.address}"] if args.address else []))
 
 
 def _execute(launch: Launch) -> int:
     cfg = launch.cfg
-    console = Console(stderr=True)
-    console.print(f"[bold]somna[/bold] {cfg.curriculum.name} · learner={cfg.learner.name} · scenario={cfg.scenario} "
-                  f"· seed={cfg.seed} · executor={cfg.executor} → {launch.location}")
-    summary = execute(launch, RichProgress(console) if cfg.logging.progress else None)
+    header = (f"[bold]somna[/bold] {cfg.curriculum.name} · learner={cfg.learner.name} · scenario={cfg.scenario} "
+              f"· seed={cfg.seed} · executor={cfg.executor} → {launch.location}")
+    summary = execute(launch, RichProgress(Console(stderr=True), header, bar=cfg.logging.progress))
     Console().print(summary_table(summary))
     Console().print(f"run directory: {launch.location}")
     return 0
@@ -91,16 +76,19 @@ def summary_table(summary: dict[str, Any]) -> Table:
 
 
 class RichProgress(RunProgress):
-    """A progress bar over experiences that names the phase being run."""
+    """The run's header line once the loop really starts (after every check passed), then a progress bar over
+    experiences that names the phase being run (`bar=False`: the header only)."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, header: str, bar: bool = True):
+        self.console, self.header = console, header
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
+            console=console, transient=False, disable=not bar,
         )
         self.task: Any = None
 
     def start(self, total: int, done: int) -> None:
+        self.console.print(self.header)
         self.progress.start()
         self.task = self.progress.add_task("starting", total=total, completed=done)
 

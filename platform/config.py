@@ -9,6 +9,8 @@ traceback from a worker.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from somna.evals.rundir import yaml_problem
 from somna.platform.catalog import load_builtins
 from somna.platform.registry import CURRICULA, LEARNERS, UnknownNameError
 
@@ -26,7 +29,13 @@ DEFAULT_LEARNER = "finetune"  # the learner of `somna run CURRICULUM` when no pr
 
 
 class ConfigError(ValueError):
-    """A configuration problem, reported to the user as one line (exit code 2)."""
+    """A problem with what the user gave (config, data, run directory), reported as one line (exit code 2)."""
+
+
+class EnvironmentProblem(ConfigError):
+    """A problem of the machine or network, not of the input (e.g. no Ray cluster at `--address`): one line, exit code 1.
+
+    A ConfigError so that every caller that reports expected failures in one line reports this one too."""
 
 
 @dataclass
@@ -93,6 +102,9 @@ class RunConfig:
 
 
 EXECUTORS = ("ray", "inline")
+MAX_SEED = 2**32 - 1  # numpy and scikit-learn seeds are unsigned 32-bit
+# a stream of T experiences is T x T evaluations (the accuracy matrix): past this it would never finish
+MAX_EXPERIENCES = 1_000
 
 
 def preset_names() -> list[str]:
@@ -100,11 +112,11 @@ def preset_names() -> list[str]:
 
 
 def parse_yaml(text: str, source: str | Path) -> Any:
-    """YAML text from `source` (named in the error), or a one-line ConfigError."""
+    """YAML text from `source` (named in the error with the line and column), or a one-line ConfigError."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{source} is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"{source} is not valid YAML ({yaml_problem(error)})") from None
 
 
 def _read_source(source: str) -> dict[str, Any]:
@@ -136,23 +148,34 @@ def _read_source(source: str) -> dict[str, Any]:
 def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
     """Split `key=value` items into group selections (`learner=replay`) and a nested dict of the rest."""
     groups: dict[str, str] = {}
-    dotlist: list[str] = []
+    rest = []
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value")
-        if key in GROUPS:
+        if sep and key in GROUPS:
             groups[key] = value
         else:
-            dotlist.append(item)
-    try:
-        nested = OmegaConf.to_container(OmegaConf.from_dotlist(dotlist))
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"bad override: {_first_line(error)}") from None
-    return groups, nested  # type: ignore[return-value]
+            rest.append(item)
+    return groups, parse_dotlist(rest)
 
 
-def _first_line(error: BaseException) -> str:
+def parse_dotlist(overrides: list[str]) -> dict[str, Any]:
+    """`key=value` items as a nested dict, or a one-line ConfigError naming the first bad one."""
+    nested = OmegaConf.create()
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        try:
+            nested.merge_with_dotlist([item])  # one at a time (as OmegaConf.from_dotlist does), to name a bad one
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"bad override {item!r}: {first_line(error)}") from None
+        except yaml.YAMLError as error:  # a value OmegaConf hands to YAML, e.g. an unclosed list
+            raise ConfigError(f"bad override {item!r}: {yaml_problem(error, position=False)}") from None
+    return OmegaConf.to_container(nested)  # type: ignore[return-value]
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message: libraries put the gist there and the details below."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
@@ -174,7 +197,7 @@ def _describe_merge_error(error: OmegaConfBaseException, node: DictConfig, where
         parent = OmegaConf.select(node, ".".join(str(full_key).split(".")[:-1])) if "." in str(full_key) else node
         valid = ", ".join(sorted(parent.keys())) if isinstance(parent, DictConfig) else ""
         return f"unknown key {key!r}; valid keys here: {valid}"
-    message = _first_line(error).removesuffix(".")
+    message = first_line(error).removesuffix(".")
     return f"bad value for {key!r}: {message}"
 
 
@@ -198,6 +221,7 @@ def load_config(source: str, overrides: list[str] | None = None) -> DictConfig:
     _check_run_fields(cfg, curriculum_cls)
     _check_sleep_stages(cfg, learner_cls)
     _check_sleep_workers(cfg, learner_cls)
+    _check_optimizer(cfg)
     return cfg
 
 
@@ -242,18 +266,75 @@ def _check_run_fields(cfg: DictConfig, curriculum_cls: type) -> None:
         raise ConfigError(f"bad value for 'ray.num_cpus': must be >= 1, got {cfg.ray.num_cpus}")
     if cfg.max_actor_restarts < 0:
         raise ConfigError(f"bad value for 'max_actor_restarts': must be >= 0, got {cfg.max_actor_restarts}")
+    if cfg.executor == "ray" and not cfg.ray.address:
+        _check_embedded_ray(cfg)
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError(f"bad value for 'seed': must be between 0 and {MAX_SEED}, got {cfg.seed}")
+    if cfg.curriculum.num_experiences > MAX_EXPERIENCES:
+        raise ConfigError(
+            f"bad value for 'curriculum.num_experiences': at most {MAX_EXPERIENCES} (every experience is evaluated "
+            f"after every other: T x T evaluations), got {cfg.curriculum.num_experiences}"
+        )
+    _check_numbers(OmegaConf.to_container(cfg, resolve=True), "")
+
+
+def _check_embedded_ray(cfg: DictConfig) -> None:
+    """The embedded Ray can hold the learner actor next to an evaluation task (else the run waits forever),
+    and it serves on loopback only (platform/local_ray.py)."""
+    resources = cfg.resources
+    needed = resources.wake.num_cpus + max(resources.eval.num_cpus, resources.sleep.workers * resources.sleep.num_cpus)
+    if cfg.ray.num_cpus is not None and cfg.ray.num_cpus < needed:
+        raise ConfigError(
+            f"bad value for 'ray.num_cpus': the learner actor (resources.wake.num_cpus={resources.wake.num_cpus:g}) and an "
+            f"evaluation task or the sleep workers need {needed:g} CPUs at once, got {cfg.ray.num_cpus}"
+        )
+    if cfg.ray.dashboard and cfg.ray.dashboard_host not in ("127.0.0.1", "localhost"):
+        raise ConfigError(
+            f"bad value for 'ray.dashboard_host': the embedded Ray serves on 127.0.0.1 only, got {cfg.ray.dashboard_host!r}; "
+            "to serve the dashboard elsewhere, start a cluster (`ray start --head --dashboard-host ...`) and join it with --address"
+        )
+
+
+def _check_numbers(node: Any, key: str) -> None:
+    """Every float in the config is finite, and every learning rate (`lr`, `*_lr`) is positive."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            _check_numbers(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_numbers(value, f"{key}[{index}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"bad value for {key!r}: must be a finite number, got {node}")
+    elif _is_learning_rate(key) and isinstance(node, (int, float)) and node <= 0:
+        raise ConfigError(f"bad value for {key!r}: a learning rate must be > 0, got {node}")
+
+
+def _is_learning_rate(key: str) -> bool:
+    name = key.rpartition(".")[2]
+    return name == "lr" or name.endswith("_lr")
 
 
 def _check_sleep_stages(cfg: DictConfig, learner_cls: type) -> None:
-    """Each stage in learner.sleep.stages exists, its options parse, and the learner has the hooks it needs."""
-    from somna.learners.stages import check_sleep_stages
+    """Each stage in learner.sleep.stages exists, its options parse (to finite numbers), and the learner has its hooks."""
+    from somna.learners.stages import build_sleep_stages, check_sleep_stages
 
     try:
         check_sleep_stages(cfg.learner.sleep, learner_cls)
     except UnknownNameError as error:
         raise ConfigError(f"learner.sleep.stages: {error}") from None
     except (ValueError, TypeError) as error:
-        raise ConfigError(_first_line(error)) from None
+        raise ConfigError(first_line(error)) from None
+    for name, stage in build_sleep_stages(cfg.learner.sleep, learner_cls.modality).items():
+        _check_numbers(dataclasses.asdict(stage.options), f"learner.sleep.options.{name}")
+
+
+def _check_optimizer(cfg: DictConfig) -> None:
+    """`learner.optimizer` (learners that build theirs at the first wake) names one of the shared optimizers."""
+    from somna.learners.shared.optimizers import OPTIMIZERS
+
+    name = cfg.learner.get("optimizer")
+    if name is not None and name not in OPTIMIZERS:
+        raise ConfigError(f"bad value for 'learner.optimizer': choose one of {', '.join(sorted(OPTIMIZERS))}, got {name!r}")
 
 
 def _check_sleep_workers(cfg: DictConfig, learner_cls: type) -> None:

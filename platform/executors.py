@@ -10,6 +10,8 @@ fresh learner rebuilt from the state dict, so the two produce identical numbers;
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from somna.learners.base import SleepContext, phase_seed
+from somna.platform import local_ray
 from somna.platform.builders import build_curriculum, build_learner, seed_everything
+from somna.platform.config import ConfigError, EnvironmentProblem, RayConfig
 
 Metrics = dict[str, float]
 
@@ -159,7 +163,7 @@ class RayExecutor:
             self.ray.kill(self.actor)
             self.actor = None
         if self.started_ray:
-            self.ray.shutdown()
+            local_ray.shutdown()
 
 
 def _ray_resources(spec: Any) -> dict[str, Any]:
@@ -179,36 +183,75 @@ def actor_died_errors() -> tuple[type[BaseException], ...]:
 
 
 def connect_ray(cfg: DictConfig) -> bool:
-    """Start an embedded Ray or join `ray.address`; True if this call started Ray (and must stop it)."""
+    """Join `ray.address` when it is set, else start a fresh embedded Ray; True if this call connected (and must leave)."""
     import ray
 
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": bool(cfg.ray.dashboard), "log_to_driver": True}
-    if cfg.ray.dashboard:
-        kwargs["dashboard_host"] = cfg.ray.dashboard_host
     if cfg.ray.address:
-        _probe(cfg.ray.address, cfg.ray.connect_timeout_s)
-        kwargs["address"] = cfg.ray.address
+        join_cluster(cfg.ray.address, cfg.ray.connect_timeout_s)
     else:
-        kwargs["num_cpus"] = cfg.ray.num_cpus
-    ray.init(**kwargs)
+        local_ray.start(cfg.ray.num_cpus, dashboard=bool(cfg.ray.dashboard), dashboard_host=cfg.ray.dashboard_host)
     return True
 
 
-def _probe(address: str, timeout_s: float) -> None:
-    """Fail fast on an unreachable host:port (ray.init itself retries for minutes)."""
-    from somna.platform.config import ConfigError
+def join_cluster(address: str, timeout_s: float = RayConfig.connect_timeout_s) -> None:
+    """Join a running cluster after checking that a Ray server answers there (ray.init would retry for minutes)."""
+    import ray
 
-    if address == "auto":
-        return  # Ray answers at once when no local cluster is running
+    _probe(address, timeout_s)
+    ray.init(address=address)
+
+
+# what a gRPC client sends first: the HTTP/2 preface and an empty SETTINGS frame (length 0, type 4, flags 0, stream 0);
+# a gRPC server answers with its own SETTINGS frame at once
+GRPC_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+SETTINGS_FRAME_TYPE = 4
+
+
+def _probe(address: str, timeout_s: float) -> None:
+    """Fail fast, in one line, unless a gRPC server (Ray's GCS or its Ray Client port) answers at `address`."""
+    target = _find_auto_cluster() if address == "auto" else address
+    named = address if target == address else f"{address} ({target})"
+    try:
+        with socket.create_connection(_host_port(target), timeout=timeout_s) as connection:
+            if _tls_enabled():
+                return  # a TLS port answers a handshake, not a plain HTTP/2 preface; ray.init checks it
+            connection.sendall(GRPC_PREFACE)
+            reply = connection.recv(9)
+    except OSError as error:
+        raise EnvironmentProblem(f"cannot reach Ray at {named} within {timeout_s:g}s ({error})") from None
+    if len(reply) < 4 or reply[3] != SETTINGS_FRAME_TYPE:
+        raise EnvironmentProblem(f"{named} answers but is not a Ray cluster (no gRPC server there); check the host and port")
+
+
+def _find_auto_cluster() -> str:
+    """The host:port `ray.init(address="auto")` would join: RAY_ADDRESS, Ray's address file, or a running GCS.
+
+    Quietly: Ray's warning about several clusters on this machine would be a second line of the
+    error (and ray.init repeats it when the probe succeeds)."""
+    from ray._private import services
+
+    log = logging.getLogger(services.__name__)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return services.canonicalize_bootstrap_address("auto")
+    except ConnectionError as error:  # none found: Ray's message says how to name one
+        raise EnvironmentProblem(f"ray.address=auto: {str(error).strip().splitlines()[0]}") from None
+    finally:
+        log.setLevel(level)
+
+
+def _host_port(address: str) -> tuple[str, int]:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"bad value for 'ray.address': expected auto, host:port or ray://host:port, got {address!r}")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as error:
-        raise ConfigError(f"cannot reach Ray at {address} within {timeout_s:g}s ({error})") from None
+    return host.strip("[]"), int(port)
+
+
+def _tls_enabled() -> bool:
+    return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
 
 
 def make_executor(cfg: DictConfig, curriculum: Any) -> InlineExecutor | RayExecutor:

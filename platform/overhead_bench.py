@@ -66,6 +66,7 @@ def fixed_cost_breakdown() -> list[str]:
     import ray
     from omegaconf import OmegaConf
 
+    from somna.platform import local_ray
     from somna.platform.builders import build_curriculum
     from somna.platform.executors import LearnerHost, connect_ray, evaluate_state
 
@@ -87,7 +88,7 @@ def fixed_cost_breakdown() -> list[str]:
     refs = (ray.put(curriculum.info), ray.put(state), ray.put(curriculum[0]))
     timed("first evaluation task (cold worker: imports, rebuild)", lambda: ray.get(evaluate.remote(cfg_dict, *refs)))
     timed("next evaluation task (warm worker)", lambda: ray.get(evaluate.remote(cfg_dict, *refs)))
-    timed("stop the actor and Ray (ray.shutdown)", lambda: (ray.kill(actor), started_ray and ray.shutdown()))
+    timed("stop the actor and Ray (ray.shutdown)", lambda: (ray.kill(actor), started_ray and local_ray.shutdown()))
     return [f"| {label} | {seconds:.2f} |" for label, seconds in steps]
 
 

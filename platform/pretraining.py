@@ -41,12 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from somna.curricula.world import World, WorldConfig
 from somna.learners.text.model import Architecture
 from somna.learners.text.pretrain import PretrainOptions
-from somna.platform.config import ConfigError, _merge_strict, parse_yaml
+from somna.platform.config import ConfigError, _merge_strict, parse_dotlist, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +90,16 @@ def load_pretrain_config(source: str, overrides: list[str] | tuple[str, ...] = (
     path = Path(source)
     if source in preset_names():
         text, name = (PRESETS_DIR / f"{source}.yaml").read_text(), source
-    elif path.suffix in (".yaml", ".yml") and path.is_file():
+    elif path.suffix in (".yaml", ".yml") or "/" in source:
+        if not path.is_file():
+            raise ConfigError(f"pretrain config file not found: {source}")
         text, name = path.read_text(), path.stem
     else:
         raise ConfigError(f"unknown pretrain preset {source!r}; presets: {', '.join(preset_names())} (or a YAML file path)")
     data = parse_yaml(text, source) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must be a YAML mapping of pretrain config keys")
-    bad = [item for item in overrides if "=" not in item or item.startswith("=")]
-    if bad:
-        raise ConfigError(f"override {bad[0]!r} must look like key=value")
-    try:
-        given = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"bad override: {str(error).strip().splitlines()[0]}") from None
-    cfg = _merge_strict(PretrainConfig, [{"name": name}, data, given], "")
+    cfg = _merge_strict(PretrainConfig, [{"name": name}, data, parse_dotlist(list(overrides))], "")
     try:
         OmegaConf.to_object(cfg)  # runs each section's own checks
     except ValueError as error:

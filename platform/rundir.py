@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,12 @@ log = logging.getLogger(__name__)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one."""
+    """Write `data` to `path` so that readers see either the old file or the whole new one.
+
+    The file gets the mode any new file gets under the user's umask (mkstemp would make it 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
@@ -63,6 +66,7 @@ class RunDirectory:
     def __init__(self, path: Path, mirrors: list[Any] | None = None):
         self.path = Path(path)
         self.mirrors = mirrors or []  # objects with log(event), e.g. TensorBoard; fed after each append
+        self._reported: set[str] = set()  # problems of metrics.jsonl already logged (each is logged once)
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -104,9 +108,10 @@ class RunDirectory:
                 mirror.log(event)
 
     def read_events(self) -> list[dict[str, Any]]:
-        """Every event up to the first unreadable line (a crash mid-write tears the last one); a damaged line is logged."""
+        """Every event up to the first unreadable line (a crash mid-write tears the last one); a damaged line is logged once."""
         events, problem = read_events(self.metrics_path)
-        if problem:
+        if problem and problem not in self._reported:
+            self._reported.add(problem)
             log.warning("%s", problem)
         return events
 

@@ -25,7 +25,9 @@ from omegaconf import DictConfig
 from ray import tune
 
 from somna.evals.compare import compare
+from somna.platform import local_ray
 from somna.platform.config import ConfigError, load_config, parse_yaml
+from somna.platform.executors import join_cluster
 from somna.platform.runner import check_resume_config, run
 from somna.platform.rundir import RunDirectory
 
@@ -182,9 +184,9 @@ def _tune(
     started_ray = not ray.is_initialized()
     if started_ray:
         if address:
-            ray.init(address=address)
+            join_cluster(address)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False)
+            local_ray.start(num_cpus)
     try:
         tuner = tune.Tuner(
             tune.with_resources(run_trial, {"cpu": resources.num_cpus, "gpu": resources.num_gpus}),
@@ -197,7 +199,7 @@ def _tune(
         results = tuner.fit()
     finally:
         if started_ray:
-            ray.shutdown()
+            local_ray.shutdown()
     return [result.config["spec"]["name"] for result in results if result.error is not None]
 
 

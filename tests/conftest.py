@@ -25,13 +25,16 @@ def somna_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A 2-CPU local Ray shared by every test that asks for it; no Ray process outlives the session."""
+    """A fresh 2-CPU local Ray (as `somna run` starts it) shared by every test that asks for it; no Ray process
+    outlives the session."""
     import ray
 
+    from somna.platform import local_ray
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        local_ray.start(2, log_to_driver=False)
     yield ray
-    ray.shutdown()
+    local_ray.shutdown()
 
 
 def pytest_addoption(parser):

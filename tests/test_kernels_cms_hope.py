@@ -88,15 +88,17 @@ def test_cms_block_updates_once_per_period_by_the_summed_chunk_gradient():
         state = new_state
     assert changed == {0: [3, 6, 9], 1: [5, 10]}
 
-    # block 0's first step: θ − Σ_{t<3} η_t ∇ ½‖σ(x̂_t W_in) W_out − x_t W_target‖², all at the initial weights
+    # block 0's first step: θ − Σ_{t<3} η_t ∇ ½‖σ(k̂_t W_in) W_out − x_t W_v‖², k̂_t = normalize(x_t W_k), all at θ_0
     w_in, w_out = (p.detach().clone().requires_grad_() for p in (layer.initial_in[0], layer.initial_out[0]))
     expected = [w_in.detach().clone(), w_out.detach().clone()]
     for t in range(3):
         h = x[0, t]
-        loss = 0.5 * (F.silu(F.normalize(h, dim=-1) @ w_in) @ w_out - layer.targets[0](h)).pow(2).sum()
-        eta = 0.5 / 3 * torch.sigmoid(layer.lr_gates[0](h))
-        for slot, grad in enumerate(torch.autograd.grad(loss, [w_in, w_out])):
-            expected[slot] = expected[slot] - eta * grad
+        loss = 0.5 * (F.silu(F.normalize(layer.keys[0](h), dim=-1) @ w_in) @ w_out - layer.values[0](h)).pow(2).sum()
+        grads = torch.autograd.grad(loss, [w_in, w_out])
+        scale = min(1.0, 1.0 / torch.sqrt(sum(g.pow(2).sum() for g in grads)).item())  # max_grad_norm = 1
+        eta = 0.5 * torch.sigmoid(layer.lr_gates[0](h))
+        for slot, grad in enumerate(grads):
+            expected[slot] = expected[slot] - eta * scale * grad
     _, after_three = layer(x[:, :3])
     for got, want in zip(after_three.weights[0], expected):
         torch.testing.assert_close(got[0], want.detach(), rtol=1e-10, atol=1e-12)
@@ -107,8 +109,8 @@ def test_cms_zero_learning_rate_is_the_frozen_mlp_chain():
     layer = ContinuumMemory(6, periods=(1, 2), lr=0.0).double()
     x = torch.randn(2, 7, 6, dtype=F64)
     expected = x
-    for w_in, w_out in zip(layer.initial_in, layer.initial_out):
-        expected = expected + F.silu(F.normalize(expected, dim=-1) @ w_in) @ w_out
+    for w_in, w_out, query in zip(layer.initial_in, layer.initial_out, layer.queries):
+        expected = expected + F.silu(F.normalize(query(expected), dim=-1) @ w_in) @ w_out
     torch.testing.assert_close(layer(x)[0], expected)
 
 
@@ -154,46 +156,15 @@ def test_cms_bad_options_raise_value_error(options, message):
 # ---------------------------------------------------------------- self-modifying memory
 
 
-def test_self_modifying_memory_matches_a_plain_chunk_loop():
-    """Eq. 79–88 written as loops: chunk-start memories make k, v, η, α and the targets; autograd gradients at the
-    chunk start; token-by-token W ← α W − η ∇; reads q + MLP_W(q) after each write."""
+def test_self_modifying_memories_read_their_own_projections_of_x():
+    """Each generator memory reads its own projection of the full-width x: at init k and v are not the same
+    vector (they were, cosine 0.98, when all four read one head's slice of raw x)."""
     torch.manual_seed(6)
-    layer = SelfModifyingMemory(8, 2, chunk_size=4).double()
-    x = torch.randn(1, 10, 8, dtype=F64)
-    got, _ = layer(x)
-
-    heads, d = 2, 4
-    weights = {name: [w.detach().clone() for w in layer.initial_weights[name]] for name in MEMORIES}
-
-    def mlp(ws, inputs):  # inputs (H, d), ws (H, ·, ·)
-        return torch.einsum("hi,hio->ho", F.silu(torch.einsum("hd,hdi->hi", inputs, ws[0])), ws[1])
-
-    outputs = []
-    for start in range(0, 10, 4):
-        start_weights = {name: [w.clone() for w in ws] for name, ws in weights.items()}
-        apply = lambda name, inputs: inputs + mlp(start_weights[name], inputs)  # noqa: E731
-        tokens = range(start, min(10, start + 4))
-        xh = {t: F.normalize(x[0, t].view(heads, d), dim=-1) for t in tokens}
-        q = {t: F.normalize(layer.q_proj(x[0, t]).view(heads, d), dim=-1) for t in tokens}
-        k = {t: F.normalize(apply("key", xh[t]), dim=-1) for t in tokens}
-        v = {t: apply("value", xh[t]) for t in tokens}
-        lr = {t: layer.max_lr * torch.sigmoid((apply("lr", xh[t]) * layer.lr_readout).sum(-1) + layer.lr_bias) for t in tokens}
-        retain = {t: torch.sigmoid((apply("decay", xh[t]) * layer.decay_readout).sum(-1) + layer.decay_bias) for t in tokens}
-        for name in MEMORIES:
-            ws0 = [w.clone().requires_grad_() for w in start_weights[name]]
-            grads = {}
-            for t in tokens:
-                target = v[t] if name == "memory" else F.normalize(apply(name, v[t]), dim=-1)
-                loss = 0.5 * (k[t] + mlp(ws0, k[t]) - target).pow(2).sum()
-                grads[t] = torch.autograd.grad(loss, ws0)
-            for t in tokens:
-                weights[name] = [
-                    retain[t][:, None, None] * w - lr[t][:, None, None] * g for w, g in zip(weights[name], grads[t])
-                ]
-                if name == "memory":
-                    outputs.append(q[t] + mlp(weights[name], q[t]))
-    expected = layer.out_proj(torch.stack(outputs).flatten(1)).unsqueeze(0)
-    torch.testing.assert_close(got, expected.detach(), rtol=1e-9, atol=1e-10)
+    layer = SelfModifyingMemory(32, 2, chunk_size=4)
+    x = torch.randn(4, 8, 32)
+    k, v = layer.heads(layer.input_proj["key"](x)), layer.heads(layer.input_proj["value"](x))
+    assert F.cosine_similarity(k, v, dim=-1).abs().mean() < 0.5
+    assert set(layer.input_proj) == set(MEMORIES) - {"memory"}
 
 
 # ---------------------------------------------------------------- Titans MAC
@@ -201,7 +172,7 @@ def test_self_modifying_memory_matches_a_plain_chunk_loop():
 
 def test_mac_writes_memory_once_per_segment_with_the_attention_output():
     torch.manual_seed(7)
-    layer = TitansMAC(8, 2, segment=4, memory=dict(chunk_size=2)).double()
+    layer = TitansMAC(8, 2, segment=4, write="attention", memory=dict(chunk_size=2)).double()
     x = torch.randn(1, 4, 8, dtype=F64)
     initial = layer.initial_state(1).memory
 
@@ -217,3 +188,28 @@ def test_mac_writes_memory_once_per_segment_with_the_attention_output():
         torch.testing.assert_close(got, expected)
     _, written_with_input = layer.memory(x, initial)
     assert (full.memory.memory.weights[0] - written_with_input.memory.weights[0]).abs().max() > 1e-6
+
+
+def test_hope_update_rule_parameters_are_the_lr_and_decay_producers_and_cms_gates():
+    block = KERNELS.get("hope")(8, 2, periods=(1, 2))
+    name_of = {id(p): name for name, p in block.named_parameters()}
+    rule = ("memory.lr_", "memory.decay_", "memory.initial_weights.lr.", "memory.initial_weights.decay.",
+            "memory.input_proj.lr.", "memory.input_proj.decay.", "cms.lr_gates.")
+    assert sorted(name_of[id(p)] for p in block.update_rule_parameters()) == sorted(
+        name for name in name_of.values() if name.startswith(rule)
+    )
+
+
+def test_mac_default_writes_the_segment_input_after_attending():
+    torch.manual_seed(7)
+    layer = TitansMAC(8, 2, segment=4, memory=dict(chunk_size=2)).double()
+    x = torch.randn(1, 4, 8, dtype=F64)
+    initial = layer.initial_state(1).memory
+    out, full = layer(x)
+    read, written = layer.memory(x, initial)
+    for got, expected in zip(leaves(full.memory), leaves(written), strict=True):
+        torch.testing.assert_close(got, expected)
+    attended, _ = layer.attention(x, extra=layer.memory.retrieve(x, initial))
+    torch.testing.assert_close(out, x + attended * torch.sigmoid(read))
+    with pytest.raises(ValueError, match="write"):
+        TitansMAC(8, 2, write="output")

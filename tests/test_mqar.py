@@ -73,3 +73,23 @@ def test_contract_check_accepts_layers_and_names_what_fails():
             return x
 
     assert "must return" in contract_problem(NoState, FULL)
+
+
+def test_recall_bench_dev_split_never_shares_a_sequence_with_the_held_out_one():
+    from somna.platform.recall_bench import FULL, dev_sets, test_sets
+
+    dev, held_out = dev_sets(FULL), test_sets(FULL)
+    for load in FULL.loads:
+        dev_rows = {tuple(row) for row in dev[load].inputs.tolist()}
+        assert not dev_rows & {tuple(row) for row in held_out[load].inputs.tolist()}
+
+
+def test_recall_table_prints_mean_ci_over_seeds_recipe_and_note():
+    from somna.platform.provenance import provenance_line
+    from somna.platform.recall_bench import FULL, _table
+
+    scores = {load: [0.5, 0.6, 0.7] for load in FULL.loads}
+    table = _table({"deltanet": (scores, 3.0, FULL)}, [], FULL, quick=False, origin=provenance_line())
+    row = next(line for line in table.splitlines() if line.startswith("| deltanet"))
+    assert "0.600 ± 0.248" in row and "0.01, 600 (default)" in row and "delta rule" in row
+    assert "ATen CPU capability" in table and "Made at commit" in table

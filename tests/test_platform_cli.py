@@ -86,3 +86,23 @@ def test_works_from_the_repository_root_without_shadowing_stdlib_platform():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+def test_debug_adds_the_traceback_to_the_one_line(capsys):
+    assert main(["run", "split-digits", "learner=nope", "--debug"]) == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in stderr
+    assert stderr.strip().splitlines()[-1].startswith("somna: error: unknown learner 'nope'")
+
+
+def test_an_unexpected_error_is_one_line_naming_its_traceback_file(monkeypatch, capsys):
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("somna.platform.cmd_list._list_presets", broken)
+    assert main(["presets"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("somna: error: unexpected ZeroDivisionError: a bug (full traceback in ")
+    traceback_file = Path(line.split("full traceback in ")[1].split(";")[0])
+    assert "ZeroDivisionError: a bug" in traceback_file.read_text()
+    traceback_file.unlink()

@@ -1,4 +1,8 @@
-"""The vision sleep learner: one-pass wake memory, class-conditional dreams, deterministic stages, exact resume."""
+"""The vision sleep learner: one-pass wake memory, class-conditional dreams, deterministic stages, exact resume.
+
+Tests marked `learned` note their measured values (seed 0); they were the same under
+ATEN_CPU_CAPABILITY=default, avx2 and avx512.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ def sleep(model: VectorSleepLearner, experience, seed: int = 0) -> dict[str, flo
     return model.sleep(SleepContext(experience=experience, num_experiences=5, seed=seed))
 
 
+@pytest.mark.learned
 def test_wake_memory_recalls_just_seen_classes_after_one_pass():
     curriculum = stream()
     model = learner(curriculum.info, stages=[], hidden=[256, 256])
@@ -39,11 +44,12 @@ def test_wake_memory_recalls_just_seen_classes_after_one_pass():
         before = model.evaluate(experience)["accuracy"]
         metrics = model.wake(experience)  # one pass, no gradient step
         after = model.evaluate(experience)["accuracy"]  # held-out test split of the classes just seen
-        assert before < 0.1 and after > 0.9, (before, after)
-        assert metrics["fast_recall_accuracy"] > 0.9
+        assert before < 0.1 and after > 0.9, (before, after)  # measured 0.073 -> 1.000, 0.000 -> 0.926
+        assert metrics["fast_recall_accuracy"] > 0.9  # measured 1.000, 0.929
     assert not any(p.grad is not None for p in model.network.parameters())
 
 
+@pytest.mark.learned
 def test_dreams_are_class_conditional():
     curriculum = stream(num_experiences=1)  # one experience holding all ten classes
     model = learner(curriculum.info, stages=["dreaming"], sleep={"options": {"dreaming": {"generator_steps": 400, "steps": 1}}})
@@ -52,10 +58,10 @@ def test_dreams_are_class_conditional():
     sleep(model, experience)
     x, y, _ = experience_tensors(experience.train)
     centroids = torch.stack([x[y == c].mean(0) for c in range(10)])  # frozen nearest-centroid judge, all classes
-    assert (torch.cdist(x, centroids).argmin(-1) == y).float().mean() > 0.85  # the judge itself is good
+    assert (torch.cdist(x, centroids).argmin(-1) == y).float().mean() > 0.85  # the judge itself is good (0.905)
     dreams, labels = model.dreams(torch.ones(10, dtype=torch.bool), 500, torch.Generator().manual_seed(0))
     agreement = (torch.cdist(dreams, centroids).argmin(-1) == labels).float().mean()
-    assert agreement > 0.4, agreement  # chance is 0.1 (measured 0.57 on seed 0)
+    assert agreement > 0.4, agreement  # chance is 0.1 (measured 0.570)
 
 
 def test_expansion_is_function_preserving_and_bounded():
@@ -77,6 +83,7 @@ def test_expansion_is_function_preserving_and_bounded():
     assert torch.equal(model.network(x), before)
 
 
+@pytest.mark.learned
 def test_knowledge_seeding_moves_fast_memory_into_slow_weights_then_clears_it():
     curriculum = stream()
     model = learner(curriculum.info, stages=["expansion", "knowledge-seeding"], epochs=5)  # 40 steps
@@ -87,7 +94,7 @@ def test_knowledge_seeding_moves_fast_memory_into_slow_weights_then_clears_it():
     metrics = sleep(model, experience)
     slow_after = (model.network(x, use_fast_memory=False).argmax(-1) == y).float().mean()
     assert torch.count_nonzero(model.network.memory) == 0
-    assert slow_before < 0.6 and slow_after > 0.9, (slow_before, slow_after)
+    assert slow_before < 0.6 and slow_after > 0.9, (slow_before, slow_after)  # measured 0.000 -> 0.982
     # only the unlocked expert and the head were trained
     assert metrics["knowledge-seeding/trained_parameters"] == (64 * 8 + 8 * 64) + (64 * 10 + 10)  # A, B (rank 8); head
 
@@ -131,6 +138,7 @@ def test_state_dict_holds_only_tensors_and_resumes_exactly():
     assert resumed.evaluate(curriculum[0]) == straight.evaluate(curriculum[0])
 
 
+@pytest.mark.learned
 def test_exp3_curriculum_prefers_the_rewarding_arm_and_respects_the_mask():
     weights = torch.zeros(4, dtype=torch.float64)
     curriculum = Exp3Curriculum(weights, exploration=0.2)
@@ -141,7 +149,7 @@ def test_exp3_curriculum_prefers_the_rewarding_arm_and_respects_the_mask():
         assert not bool((arms == 3).any())
         curriculum.update(arms, (arms == 1).double(), policy)
     policy = curriculum.policy(allowed)
-    assert policy.argmax() == 1 and policy[1] > 0.8 and policy[3] == 0
+    assert policy.argmax() == 1 and policy[1] > 0.8 and policy[3] == 0  # measured policy[1] 0.855
     assert weights[1] > 0  # updated in place: the learner's tensor is the bandit's state
 
 
@@ -155,11 +163,12 @@ def test_bad_stage_options_are_one_line_value_errors():
         learner(info, fast_beta=0.0)
 
 
+@pytest.mark.learned
 def test_micro_preset_runs_end_to_end(tmp_path):
     runner = pytest.importorskip("somna.platform.runner")
     from somna.platform.config import load_config
 
     summary = runner.run(load_config("split-digits-sleep-micro", []), tmp_path / "run")
     assert summary["learner"] == "sleep" and summary["num_experiences"] == 2
-    assert summary["acc"] > 0.3  # chance over ten classes is 0.1 (measured 0.45)
+    assert summary["acc"] > 0.3  # chance over ten classes is 0.1 (measured 0.449)
     assert (tmp_path / "run" / "accuracy_matrix.csv").exists()

@@ -25,8 +25,9 @@ from somna.evals import metrics
 from somna.evals.compare import find_runs
 from somna.evals.rundir import load_run
 from somna.evals.stats import mean_ci
+from somna.platform.provenance import provenance_line
 
-from lm_table import environment_line, write_between_markers  # this script's folder is on sys.path when it runs
+from lm_table import write_between_markers  # this script's folder is on sys.path when it runs
 
 
 def fmt(values: list[float]) -> str:
@@ -48,8 +49,6 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
     lines = [
         f"Seeds {', '.join(map(str, seeds))}; mean ± 95% CI (Student t); `somna sweep fact-stream-dreaming --variants docs/dreaming_variants.yaml`.",
         "",
-        environment_line(),
-        "",
         "| knowledge incorporation | single passage batch | after the stream (ACC) | BWT | skill retention |",
         "|---|---:|---:|---:|---:|",
         f"| base | {fmt([float(np.mean(b)) for b in base])} | {fmt([float(np.mean(b)) for b in base])} | — | — |",
@@ -61,7 +60,7 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
             f"| {label} | {fmt([metrics.plasticity(R) for R in matrices])} | {fmt([metrics.acc(R) for R in matrices])} "
             f"| {fmt([metrics.bwt(R) for R in matrices])} | {fmt(retention)} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", provenance_line()])
 
 
 def main() -> None:

@@ -21,9 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
-import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -31,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from somna.evals import metrics
 from somna.evals.stats import mean_ci
+from somna.platform.provenance import provenance_line
 
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "finetune": ("finetune", []),
@@ -76,21 +75,6 @@ def run_one(job: tuple[str, str, list[str], int, str]) -> Outcome:
     R = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
     summary = json.loads((directory / "summary.json").read_text())
     return Outcome(b, R, summary, float((directory / "run_seconds.txt").read_text()))
-
-
-def environment_line(threads: int = THREADS) -> str:
-    """Where the numbers come from: commit, CPU model, torch version, ATen CPU capability, torch threads per run."""
-    import torch
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return (
-        f"Commit {commit}; CPU {cpu} ({os.cpu_count()} cores, shared with other jobs); torch {torch.__version__}, "
-        f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}; {threads} torch thread(s) per run."
-    )
 
 
 def same_run_finished(directory: Path, cfg: Any) -> bool:
@@ -159,6 +143,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs/lm_results.md")
     parser.add_argument("--tables", nargs="+", default=["ablation", "language", "intents"], choices=["ablation", "language", "intents"])
     args = parser.parse_args()
+    torch.set_num_threads(THREADS)  # the runs' thread count, so that the provenance line names it
 
     baselines = {name: (name, []) for name in BASELINE_ROWS}
     groups = {  # table -> (preset, rows label -> (learner, overrides), formatter)
@@ -181,8 +166,8 @@ def main() -> None:
         report = "\n\n".join([
             f"Seeds {seeds}; mean ± 95% CI (Student t). Presets as shipped; produced by `docs/scripts/lm_table.py --tables {table}` "
             f"({sum(1 for key in jobs if key[0] == table)} runs; all {len(jobs)} runs of this invocation took {total / 60:.0f} minutes of wall clock).",
-            environment_line(),
             formatter({label: [outcomes[(table, label, s)] for s in args.seeds] for label in rows}),
+            provenance_line(),
         ])
         print(report)
         write_between_markers(Path(args.out), report, table)

@@ -18,9 +18,10 @@ import json
 import shutil
 from pathlib import Path
 
-from lm_table import environment_line  # this script's folder is on sys.path when it runs
+import torch
 
 from somna.platform.pretraining import cached_base, load_pretrain_config
+from somna.platform.provenance import provenance_line
 
 
 def main() -> None:
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["world-micro", "world"])
     parser.add_argument("--out", type=Path, default=Path("docs/pretrain_results.md"))
     args = parser.parse_args()
+    torch.set_num_threads(1)  # pretraining runs on `threads: 1` (the presets), so that the provenance line names it
     rows = []
     for preset in args.presets:
         cfg = load_pretrain_config(preset)
@@ -42,12 +44,14 @@ def main() -> None:
     table = "\n".join([
         "# `somna pretrain` presets",
         "",
-        f"Produced by `docs/scripts/pretrain_table.py --presets {' '.join(args.presets)}`. {environment_line(1)}",
+        f"Produced by `docs/scripts/pretrain_table.py --presets {' '.join(args.presets)}`.",
         "Exact match on 200 held-out items each; minutes = the training loop's wall clock (its CPU time in parentheses).",
         "",
         "| preset | parameters | model | steps × batch | tokens | minutes (CPU) | in-context QA, unseen people | closed-book, same questions | closed-book, world people |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
         *rows,
+        "",
+        provenance_line(),
         "",
         *(f"![pretraining loss of {preset}](pretrain_loss_{preset}.png)" for preset in args.presets),
     ])

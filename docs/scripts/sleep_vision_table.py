@@ -1,12 +1,11 @@
 """The vision sleep learner with and without each stage, next to the digit baselines, over seeds.
 
-Each run goes through the platform's loop order in-process (b = evaluate before
-training; per experience: wake -> sleep(SleepContext) -> evaluate every
-experience) and is summarized by somna.evals.metrics; cells are mean ± 95% t-CI
-over seeds. Runs are independent, so they spread over `--workers` processes
-(one torch thread each); each finished run is appended to a JSON-lines cache,
-so an interrupted table resumes where it stopped. The tables replace the block between the markers in
-docs/sleep_vision_results.md, leaving the hand-written analysis around it.
+Runs go through docs/scripts/table_runs.py (the platform's loop order in
+process, one torch thread per run, spread over `--workers` processes and
+cached in a JSON-lines file, so an interrupted table resumes); cells are mean ±
+95% t-CI over seeds. The tables and their provenance line replace the block
+between the markers in docs/sleep_vision_results.md, leaving the hand-written
+analysis around it.
 
     .venv/bin/python docs/scripts/sleep_vision_table.py [--seeds 0 1 2] [--workers 2] [--quick] [--cached-only]
 """
@@ -14,24 +13,16 @@ docs/sleep_vision_results.md, leaving the hand-written analysis around it.
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-from scipy import stats
 
-import somna.curricula  # noqa: F401  (registers the curricula)
-import somna.learners  # noqa: F401  (registers the learners)
-from somna.evals import metrics
-from somna.learners.base import SleepContext
-from somna.platform.registry import CURRICULA, LEARNERS
+from reproduce import Row
+from somna.platform.provenance import provenance_line
+from table_runs import RunSpec, cell, load_cache, run_all
 
-ALL_STAGES = ["expansion", "knowledge-seeding", "dreaming"]
 SLEEP_VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {  # label -> (learner, overrides, stored data)
     "sleep (all stages)": ("sleep", {}, "none"),
     "sleep − expansion": ("sleep", {"sleep": {"stages": ["knowledge-seeding", "dreaming"]}}, "none"),
@@ -52,77 +43,57 @@ STREAMS = {  # label -> (curriculum, scenario, which sleep variants)
     "domain-IL permuted-digits": ("permuted-digits", "domain", ["sleep (all stages)", "sleep, wake only (no stage)"]),
 }
 MARK_START, MARK_END = "<!-- sleep-vision-table:start -->", "<!-- sleep-vision-table:end -->"
+DOC = Path(__file__).resolve().parents[1] / "sleep_vision_results.md"
+TOLERANCE = 0.01  # `sleep − dreaming` was identical under every kernel set here and on an AMD EPYC
 
 
-def run_once(learner_name: str, overrides: dict[str, Any], curriculum_name: str, scenario: str, seed: int) -> dict[str, float]:
-    """One seeded run: accuracy matrix -> ACC/BWT/FWT/forgetting, plus its wall time."""
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    curriculum_cls = CURRICULA.get(curriculum_name)
-    curriculum = curriculum_cls(OmegaConf.structured(curriculum_cls.Config), scenario=scenario, seed=seed)
-    learner_cls = LEARNERS.resolve(learner_name, "vector")
-    config = OmegaConf.merge(OmegaConf.structured(learner_cls.Config), overrides)
-    learner = learner_cls(config, curriculum.info, seed)
-    b = np.array([learner.evaluate(e)["accuracy"] for e in curriculum])
-    R = np.zeros((len(curriculum), len(curriculum)))
-    for i, experience in enumerate(curriculum):
-        learner.wake(experience)
-        learner.sleep(SleepContext(experience=experience, num_experiences=len(curriculum), seed=seed))
-        R[i] = [learner.evaluate(e)["accuracy"] for e in curriculum]
-    return metrics.summarize(R, b) | {"wall_s": time.perf_counter() - start}
+def methods(variants: list[str]) -> dict[str, tuple[str, dict[str, Any], str]]:
+    return {label: SLEEP_VARIANTS[label] for label in variants} | BASELINES
 
 
-def mean_ci(values: list[float]) -> str:
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return f"{mean:.3f}"
-    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
-    return f"{mean:.3f} ± {half:.3f}"
+def spec(stream: str, label: str, seed: int) -> RunSpec:
+    curriculum_name, scenario, variants = STREAMS[stream]
+    learner_name, overrides, _ = methods(variants)[label]
+    return learner_name, overrides, curriculum_name, {}, scenario, seed
 
 
-def tables(seeds: list[int], workers: int, streams: dict[str, tuple[str, str, list[str]]], cache: Path, run_missing: bool = True) -> str:
-    """Run what `cache` (one JSON line per finished run) lacks, then format every stream's table."""
-    results = load_cache(cache)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        jobs = {}
-        for seed in seeds if run_missing else []:  # seed-major: a partial run still gives whole tables
-            for stream, (curriculum_name, scenario, variants) in streams.items():
-                methods = {label: SLEEP_VARIANTS[label] for label in variants} | BASELINES
-                for label, (learner_name, overrides, _) in methods.items():
-                    if (stream, label, seed) not in results:
-                        job = pool.submit(run_once, learner_name, overrides, curriculum_name, scenario, seed)
-                        jobs[job] = (stream, label, seed)
-        for job in as_completed(jobs):
-            results[jobs[job]] = job.result()
-            with cache.open("a") as file:
-                file.write(json.dumps({"key": list(jobs[job]), "result": results[jobs[job]]}) + "\n")
+def row(stream: str, label: str, runs: dict[int, dict[str, float]]) -> str:
+    """One method's markdown line from its runs by seed."""
+    stored = methods(STREAMS[stream][2])[label][2]
+    if not runs:
+        return f"| {label} | {stored} | — | not run | | | |"
+    metrics = " | ".join(cell(list(runs.values()), key) for key in ("acc", "bwt", "forgetting"))
+    wall = np.mean([run["wall_s"] for run in runs.values()])
+    return f"| {label} | {stored} | {','.join(map(str, runs))} | {metrics} | {wall:.0f} |"
+
+
+def heading(stream: str) -> str:
+    return f"### {stream} (mean ± 95% t-CI over the seeds listed)"
+
+
+def tables(seeds: list[int], workers: int, streams: list[str], cache: Path, run_missing: bool = True) -> str:
+    """Run what `cache` lacks (seed-major, so a partial run still gives whole tables), then format every stream's table."""
+    keys = {f"{stream}|{label}|{seed}": (stream, label, seed) for seed in seeds for stream in streams for label in methods(STREAMS[stream][2])}
+    results = run_all({key: spec(*parts) for key, parts in keys.items()}, workers, cache) if run_missing else load_cache(cache)
     blocks = []
-    for stream, (_, _, variants) in streams.items():
-        methods = {label: SLEEP_VARIANTS[label] for label in variants} | BASELINES
-        lines = [
-            f"### {stream} (mean ± 95% t-CI over the seeds listed)",
-            "",
-            "| method | stored past data | seeds | ACC | BWT | forgetting | wall s/run |",
-            "|---|---|---|---:|---:|---:|---:|",
-        ]
-        for label, (_, _, stored) in methods.items():
-            done = [seed for seed in seeds if (stream, label, seed) in results]
-            runs = [results[stream, label, seed] for seed in done]
-            if not runs:
-                lines.append(f"| {label} | {stored} | — | not run | | | |")
-                continue
-            cells = [mean_ci([r[key] for r in runs]) for key in ("acc", "bwt", "forgetting")]
-            wall = np.mean([r["wall_s"] for r in runs])
-            lines.append(f"| {label} | {stored} | {','.join(map(str, done))} | " + " | ".join(cells) + f" | {wall:.0f} |")
+    for stream in streams:
+        lines = [heading(stream), "", "| method | stored past data | seeds | ACC | BWT | forgetting | wall s/run |", "|---|---|---|---:|---:|---:|---:|"]
+        for label in methods(STREAMS[stream][2]):
+            runs = {seed: results[f"{stream}|{label}|{seed}"] for seed in seeds if f"{stream}|{label}|{seed}" in results}
+            lines.append(row(stream, label, runs))
         blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
+    return "\n\n".join(blocks) + "\n\n" + provenance_line()
 
 
-def load_cache(cache: Path) -> dict[tuple[str, str, int], dict[str, float]]:
-    if not cache.exists():
-        return {}
-    rows = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
-    return {(row["key"][0], row["key"][1], row["key"][2]): row["result"] for row in rows}
+def cheap_rows() -> list[Row]:
+    """`sleep − dreaming` on class-IL split-digits over the table's seeds (seconds a run): wake memory, expansion, seeding."""
+    stream, label, seeds = "class-IL split-digits", "sleep − dreaming", [0, 1, 2]
+
+    def recompute() -> str:
+        runs = run_all({str(seed): spec(stream, label, seed) for seed in seeds}, workers=1)
+        return row(stream, label, {seed: runs[str(seed)] for seed in seeds})
+
+    return [Row(DOC, heading(stream), label, recompute, TOLERANCE, ignore=("wall s/run",))]
 
 
 def write(markdown: str, out: Path) -> None:
@@ -139,11 +110,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="seed 0, class-IL split-digits only")
     parser.add_argument("--cached-only", action="store_true", help="format the cached runs; run nothing")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "sleep_vision_results.md")
+    parser.add_argument("--out", type=Path, default=DOC)
     parser.add_argument("--cache", type=Path, default=Path("runs/sleep_vision_table.jsonl"), help="finished runs; delete to recompute")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # as in every run, so that the provenance line names the runs' thread count
     args.cache.parent.mkdir(parents=True, exist_ok=True)
-    seeds, streams = (args.seeds, STREAMS) if not args.quick else ([0], {k: v for k, v in STREAMS.items() if "split" in k})
+    seeds, streams = (args.seeds, list(STREAMS)) if not args.quick else ([0], [stream for stream in STREAMS if "split" in stream])
     markdown = tables(seeds, args.workers, streams, args.cache, run_missing=not args.cached_only)
     print(markdown)
     write(markdown, args.out)

@@ -1,6 +1,6 @@
 """Copy generated result tables into README.md between include markers.
 
-    <!-- include: docs/baselines_seed0.md -->
+    <!-- include: docs/baselines.md -->
     ...replaced by the file's content...
     <!-- end include -->
 

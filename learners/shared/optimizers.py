@@ -313,3 +313,39 @@ def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float) 
     except KeyError:
         raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(sorted(OPTIMIZERS))}") from None
     return factory(params, lr)
+
+
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer, prefix: str) -> dict[str, Tensor]:
+    """Everything `optimizer` carries from one step to the next, as flat tensors for a safetensors state dict.
+
+    Per-parameter state is keyed by the parameter's position (`{prefix}param.{i}.{name}`); Python
+    numbers (step counters) go to `{prefix}number.{i}.{name}` as 0-dim int64/float64 tensors, so that
+    loading gives back a Python number and the same floats; an optimizer's seeded `generator`
+    (Drop-Muon, deep momentum) is kept as its state. The hyperparameters are not stored: they come
+    from the config the optimizer is rebuilt with.
+    """
+    state: dict[str, Tensor] = {}
+    for index, param in enumerate(p for group in optimizer.param_groups for p in group["params"]):
+        for name, value in optimizer.state.get(param, {}).items():
+            if isinstance(value, Tensor):
+                state[f"{prefix}param.{index}.{name}"] = value.clone()
+            else:
+                state[f"{prefix}number.{index}.{name}"] = torch.tensor(value, dtype=torch.float64 if isinstance(value, float) else torch.int64)
+    generator = getattr(optimizer, "generator", None)
+    if generator is not None:
+        state[f"{prefix}generator"] = generator.get_state()
+    return state
+
+
+def load_optimizer_state_tensors(optimizer: torch.optim.Optimizer, state: dict[str, Tensor], prefix: str) -> None:
+    """Restore what `optimizer_state_tensors` returned into an optimizer built over the same parameters."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            continue
+        kind, _, rest = key.removeprefix(prefix).partition(".")
+        if kind == "generator":
+            optimizer.generator.set_state(value.clone())
+            continue
+        index, name = rest.split(".", 1)
+        optimizer.state[params[int(index)]][name] = value.clone() if kind == "param" else value.item()

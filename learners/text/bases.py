@@ -85,6 +85,8 @@ def load_base(name_or_path: str) -> Base:
 
     transformers_logging.disable_progress_bar()  # a learner is rebuilt for every evaluation: no bar each time
     path = Path(name_or_path).expanduser()
+    if name_or_path.startswith((".", "/", "~")) and not path.exists():
+        raise ValueError(f"learner.model.base: {name_or_path} does not exist (give a `somna pretrain` directory, a pretrain preset or a Hugging Face causal LM)")
     if path.is_dir() and is_somna_base(path):
         problem = manifest_problem(path)
         if problem:

@@ -91,9 +91,8 @@ class HopeLearner(ClassifierLearner):
 
     # -- the nested-opt stage's contract ------------------------------------------------------
     def update_rule_parameters(self) -> list[nn.Parameter]:
-        """Inner learning-rate / decay producers of the self-modifying memories and the CMS lr gates."""
-        rule_parts = ("memory.lr_", "memory.decay_", "memory.initial_weights.lr.", "memory.initial_weights.decay.", "cms.lr_gates.")
-        return [p for name, p in self.model.blocks.named_parameters() if name.split(".", 1)[1].startswith(rule_parts)]
+        """Each Hope block's own update rule: its memories' inner learning-rate / decay producers and CMS lr gates."""
+        return [parameter for block in self.model.blocks for parameter in block.update_rule_parameters()]
 
     def rehearsal(self, context: Any) -> list[tuple[Tensor, ...]]:
         x, y, task = experience_tensors(context.experience.train)

@@ -47,7 +47,7 @@ from torch import nn
 from somna.kernels import delta_rule
 from somna.learners.base import Metrics, SleepConfig, SleepContext, derive_seed
 from somna.learners.shared.backbones import MLP
-from somna.learners.vector.classifier import ClassifierConfig, ClassifierLearner, experience_tensors
+from somna.learners.vector.classifier import MLPClassifier, MLPConfig, experience_tensors
 from somna.learners.vector.sleep_utils.generative import ConditionalVAE
 from somna.learners.vector.sleep_utils.lowrank import MaskedLowRankExperts
 from somna.learners.vector.sleep_utils.stages import DREAM_SALT
@@ -59,7 +59,7 @@ WAKE_CHUNK = 16  # chunk size of the chunkwise delta rule during wake
 
 
 @dataclass
-class VectorSleepConfig(ClassifierConfig):
+class VectorSleepConfig(MLPConfig):
     """`epochs` = offline passes over the day's data in knowledge seeding (wake is always one pass)."""
 
     name: str = "sleep"
@@ -125,7 +125,7 @@ class VectorSleepContext(SleepContext):
 
 
 @register_learner("sleep")
-class VectorSleepLearner(ClassifierLearner):
+class VectorSleepLearner(MLPClassifier):
     """Wake: one-pass delta-rule fast memory; sleep: expansion, knowledge seeding, generative dreaming."""
 
     Config = VectorSleepConfig

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 
 from somna.kernels.delta_rule import delta_rule, gated_delta_rule
 from somna.kernels.linear_attention import linear_attention
+from somna.platform.provenance import provenance_line
 
 HEADS, HEAD_DIM = 4, 64
 CHUNK_SIZES = {"linear_attention": 64, "delta_rule": 64, "gated_delta_rule": 32}  # fastest of 16..128 here
@@ -45,8 +44,9 @@ def run(quick: bool = False) -> str:
     lengths = (256, 1024) if quick else (256, 1024, 4096, 16384)
     threads = torch.get_num_threads()
     torch.set_num_threads(TIMING_THREADS)
+    origin = provenance_line()  # the code and machine at the start: later edits must not relabel this run
     try:
-        return _table(*_measure_all(lengths))
+        return _table(*_measure_all(lengths), origin)
     finally:
         torch.set_num_threads(threads)
 
@@ -152,28 +152,15 @@ def _rss_bytes(field: str) -> int:
     return 0
 
 
-def machine_description() -> str:
-    """CPU model, core count and torch's thread count, for the table header."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} timed on {torch.get_num_threads()} thread(s)"
-
-
 def _megabytes(value: int | None) -> str:
     return "—" if value is None else f"{value / 2**20:.1f}"
 
 
-def _table(rows: list[tuple], ceiling: float, ceiling_before: float) -> str:
+def _table(rows: list[tuple], ceiling: float, ceiling_before: float, origin: str) -> str:
     lines = [
         "### Functional ops: recurrent vs chunkwise (B=1, H=4, d=64, float32, CPU, forward; tokens per CPU-second)",
         "",
-        f"Machine: {machine_description()}. torch.matmul 1024² float32 ceiling: {ceiling:.1f} GFLOP/s "
+        f"{origin} torch.matmul 1024² float32 ceiling: {ceiling:.1f} GFLOP/s "
         f"(best of the measurements before, {ceiling_before:.1f}, and after the ops).",
         "",
         "| op | T | chunk | recurrent tok/s | chunkwise tok/s | chunkwise / recurrent | peak MB recurrent | "
