@@ -107,6 +107,7 @@ def test_dream_logs_every_dream_and_the_m_step_fits_the_rewarded_ones(tmp_path, 
     assert after_nll < answer_nll(learner.model, learner.tokenizer, *rewarded, 128)[0]  # the M-step fitted them
 
 
+@pytest.mark.learned
 def test_rest_em_raises_the_rewarded_fraction_over_two_rounds():
     """Same seed, same first round; only the M-step differs. Real LoRA rewards throughout.
 

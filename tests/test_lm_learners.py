@@ -129,6 +129,7 @@ def test_state_dict_restores_the_learner_exactly(name):
         assert rebuilt.buffer == learner.buffer and len(learner.buffer) == len(curriculum[0].train)
 
 
+@pytest.mark.learned
 def test_finetune_memorises_the_passages_it_reads():
     _, curriculum, learner = setup("learner=finetune", "learner.epochs=30", "learner.lr=0.003", stages=[])
     passages = list(curriculum[0].train["text"])
@@ -143,6 +144,7 @@ def test_finetune_memorises_the_passages_it_reads():
     assert sum(chrf(f"{cue} {text}", passage) for cue, text, passage in zip(cues, recalled, passages)) / len(passages) > 0.8
 
 
+@pytest.mark.learned
 def test_the_in_context_ceiling_reads_the_passage_the_base_learned_to_read():
     _, curriculum, learner = setup("learner=in-context", "curriculum.entities_per_experience=25", stages=[])
     row = curriculum[0].test[0]
@@ -151,6 +153,7 @@ def test_the_in_context_ceiling_reads_the_passage_the_base_learned_to_read():
     assert learner.evaluate(curriculum[0])["exact_match"] > 0.4 > 0.2 > closed.evaluate(curriculum[0])["exact_match"]
 
 
+@pytest.mark.learned
 def test_the_last_experience_evaluation_scores_the_base_skills():
     _, curriculum, learner = setup(stages=[])
     assert "skill/in_context_qa" not in learner.evaluate(curriculum[0])
@@ -159,6 +162,7 @@ def test_the_last_experience_evaluation_scores_the_base_skills():
     assert "skill/in_context_qa" not in setup("learner.skill_probes=0", stages=[])[2].evaluate(curriculum[1])
 
 
+@pytest.mark.learned
 def test_seeding_samples_the_teacher_after_bos_as_wake_trained_it():
     """The teacher's samples continue the documents it read only when the prompt starts with <s>, as in wake.
 
@@ -228,6 +232,7 @@ def tiny_llama(tmp_path_factory):
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
+@pytest.mark.learned
 def test_the_semantic_judge_scores_its_own_data_and_its_ablation_changes_the_sleep():
     """r_sem used to be ~0 on imitation data (an exact bag-of-words match), so GRPO's per-group normalisation
     made gamma a no-op and the -semantic-reward row equalled sleep's; now the judge says yes often and gamma matters."""
