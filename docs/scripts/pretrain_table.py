@@ -7,8 +7,9 @@ entry `somna pretrain PRESET` and `learner.model.base=PRESET` use), and its summ
 row: parameters, training tokens, minutes of the loop (wall clock, and CPU time of its process on
 this shared machine), and exact match on 200 held-out items per skill: reading comprehension with
 the passage about people it never saw (in_context_qa), the same questions without it
-(closed_book_qa_unseen: nothing to recall), and questions about the world's own people
-(closed_book_qa_world). The loss curves are copied next to the table.
+(closed_book_qa_unseen: nothing to recall), and questions about the world's own people, those
+pretraining asked about (closed_book_qa_world) and those it only read passages about
+(closed_book_qa_told). The loss curves are copied next to the table.
 """
 
 from __future__ import annotations
@@ -39,19 +40,21 @@ def main() -> None:
         rows.append(
             f"| `{preset}` | {summary['params']:,} | {cfg.model.num_layers} × d={cfg.model.dim}, BPE {cfg.tokenizer.vocab_size} "
             f"| {summary['steps']:,} × {cfg.train.batch_size} | {summary['tokens']:,} | {summary['minutes']:.1f} ({summary['cpu_minutes']:.1f}) "
-            f"| {summary['in_context_qa']:.3f} | {summary['closed_book_qa_unseen']:.3f} | {summary['closed_book_qa_world']:.3f} |"
+            f"| {summary['in_context_qa']:.3f} | {summary['closed_book_qa_unseen']:.3f} | {summary['closed_book_qa_world']:.3f} | {summary['closed_book_qa_told']:.3f} |"
         )
     table = "\n".join([
         "# `somna pretrain` presets",
         "",
+        "<!-- pretrain_table:start -->",
         f"Produced by `docs/scripts/pretrain_table.py --presets {' '.join(args.presets)}`.",
         "Exact match on 200 held-out items each; minutes = the training loop's wall clock (its CPU time in parentheses).",
         "",
-        "| preset | parameters | model | steps × batch | tokens | minutes (CPU) | in-context QA, unseen people | closed-book, same questions | closed-book, world people |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| preset | parameters | model | steps × batch | tokens | minutes (CPU) | in-context QA, unseen people | closed-book, same questions | closed-book, world people asked in pretraining | closed-book, world people only read about |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
         provenance_line(),
+        "<!-- pretrain_table:end -->",
         "",
         *(f"![pretraining loss of {preset}](pretrain_loss_{preset}.png)" for preset in args.presets),
     ])
