@@ -44,6 +44,8 @@ class Experience:
     Vector curricula use columns `x` (list of floats), `y` (int label) and
     `task` (int experience id); text curricula document their own columns.
     `task_id` is given to the learner only in the task-incremental scenario.
+    `dev` is what a learner may use for rewards, selection or tuning (a dreaming stage's
+    reward questions); it never holds a test probe, and nothing but the evaluation reads `test`.
     """
 
     index: int
@@ -52,6 +54,7 @@ class Experience:
     classes: tuple[int, ...] = ()
     task_id: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    dev: datasets.Dataset | None = None
 
 
 def vector_dataset(x: Any, y: Any, task: int) -> datasets.Dataset:

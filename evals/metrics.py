@@ -148,6 +148,27 @@ def per_experience(R: np.ndarray, b: np.ndarray) -> list[dict[str, float]]:
     return rows
 
 
+def skill_retention(rows: dict[int, dict[str, float]], before: int = -1) -> dict[str, float]:
+    """Skill retention of a run (`rows`: row -> skill scores, `before` = the row before the stream).
+
+    Per skill: its score after the last row, its score before the stream, and their ratio
+    (`skill_retention/<skill>`, left out when the skill scored 0 before); `skill_retention` is
+    the mean ratio. Empty when the run scored no skills (vector runs, a base without any)."""
+    if before not in rows or len(rows) < 2:
+        return {}
+    first, last = rows[before], rows[max(rows)]
+    summary: dict[str, float] = {}
+    ratios = []
+    for skill in sorted(set(first) & set(last)):
+        summary[f"skill_before/{skill}"], summary[f"skill_final/{skill}"] = first[skill], last[skill]
+        if first[skill] > 0:
+            ratios.append(last[skill] / first[skill])
+            summary[f"skill_retention/{skill}"] = ratios[-1]
+    if ratios:
+        summary["skill_retention"] = float(np.mean(ratios))
+    return summary
+
+
 HEADLINE = ("acc", "bwt", "fwt", "forgetting")
 LOWER_IS_BETTER = frozenset({"forgetting", "forgetting_first", "intransigence"})
 

@@ -90,6 +90,24 @@ def metric_bars(
     return _save(figure, path)
 
 
+def loss_curve(losses: Sequence[float], path: Path, title: str, smooth: int = 25) -> Path:
+    """Training loss per step (thin) and its running mean over `smooth` steps (bold), log scale."""
+    steps = np.arange(1, len(losses) + 1)
+    figure = Figure(figsize=(6.4, 3.6), dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    axes.plot(steps, losses, linewidth=0.5, alpha=0.4, color="C0")
+    if len(losses) >= smooth:
+        running = np.convolve(losses, np.ones(smooth) / smooth, mode="valid")
+        axes.plot(steps[smooth - 1 :], running, linewidth=1.8, color="C0", label=f"mean of {smooth} steps")
+        axes.legend(fontsize=8)
+    axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (nats per token)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3, which="both")
+    return _save(figure, path)
+
+
 def _clipped_errors(values: Sequence[MeanCI | None], bounds: tuple[float, float]) -> np.ndarray:
     """(2, n) distances from each mean down and up to its interval's ends, the ends cut at `bounds`."""
     low, high = bounds

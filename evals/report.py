@@ -17,7 +17,7 @@ import yaml
 from somna.evals import metrics, plots
 from somna.evals.document import Document, Table
 from somna.evals.dreams import Dream, RunDreams, read_dreams, shorten
-from somna.evals.rundir import Run, load_run
+from somna.evals.rundir import BASELINE, Run, load_run, skill_rows
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -93,6 +93,7 @@ def build_document(run: Run, joint: Run | None, reevaluation: Reevaluation | Non
         _add_matrix(document, run)
         _add_per_experience(document, run)
         _add_language_metrics(document, run)
+        _add_skills(document, run)
         _add_phase_metrics(document, run)
     if reevaluation is not None:
         _add_reevaluation(document, run, reevaluation)
@@ -151,6 +152,25 @@ def _add_language_metrics(document: Document, run: Run) -> None:
         document.table(Table(headers, [[str(i)] + [fmt(v) for v in row] for i, row in enumerate(values)]))
         curves = plots.experience_curves(values, None, run.path / f"{key}_curves.png", f"{run.name}: {label}", ylabel=key)
         document.image(curves, f"{label} per experience over time")
+
+
+def _add_skills(document: Document, run: Run) -> None:
+    """The base's own skills on its held-out probes, before the stream and after each experience, and their retention."""
+    rows = skill_rows(run.events)
+    if not rows:
+        return
+    skills = sorted({skill for values in rows.values() for skill in values})
+    document.heading("Skills of the base")
+    document.text(
+        "Exact match on the base's held-out probes (in_context_qa: reading a passage about unseen people; "
+        "closed_book_qa_world: recalling its pretraining world); skill retention = final / before the stream."
+    )
+    table = [["init" if i == BASELINE else str(i)] + [fmt(values.get(skill, math.nan)) for skill in skills] for i, values in sorted(rows.items())]
+    retention = metrics.skill_retention(rows, BASELINE)
+    table.append(["retention"] + [fmt(retention.get(f"skill_retention/{skill}", math.nan)) for skill in skills])
+    document.table(Table(["row", *skills], table))
+    if "skill_retention" in retention:
+        document.text(f"skill_retention (mean over skills): {fmt(retention['skill_retention'])}")
 
 
 def phase_metrics(events: list[dict], phase: str) -> dict[str, dict[int, dict[str, float]]]:

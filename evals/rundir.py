@@ -148,6 +148,23 @@ def accuracy_rows(events: list[dict[str, Any]], width: int | None = None) -> tup
     return row(BASELINE), rows
 
 
+SKILL_PREFIX = "skill/"  # eval metrics that score the base's own skills (text learners log them once per row)
+
+
+def skill_rows(events: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """Row (BASELINE = before the stream, then each committed experience) -> the skill scores logged with its evaluation."""
+    done = committed(events)
+    rows: dict[int, dict[str, float]] = {}
+    for event in events:
+        metrics = event.get("metrics")
+        if event["event"] not in ("eval", "baseline_eval") or event["experience"] not in done or not isinstance(metrics, dict):
+            continue
+        for key, value in metrics.items():
+            if key.startswith(SKILL_PREFIX) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                rows.setdefault(event["experience"], {})[key.removeprefix(SKILL_PREFIX)] = float(value)
+    return rows
+
+
 # -- checkpoints --------------------------------------------------------------------------------
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and the reason."""

@@ -14,7 +14,8 @@ that context, and `end_sleep` finishes (e.g. applies a pending update).
 
 Learners do not import the curricula room; they rely on these attributes of
 what the loop hands them (see somna.curricula.base):
-  experience.index, .train, .test (datasets.Dataset), .classes, .task_id, .metadata
+  experience.index, .train, .test, .dev (datasets.Dataset; dev may be None), .classes, .task_id, .metadata
+  (`dev` is for rewards, selection and tuning; only evaluation reads `test`)
   info.scenario, .num_experiences, .num_classes, .input_shape, .modality,
   .classes_per_experience
 """

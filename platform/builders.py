@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from somna.platform.catalog import load_builtins
 from somna.platform.registry import CURRICULA, LEARNERS
@@ -19,9 +19,15 @@ def build_curriculum(cfg: DictConfig) -> Any:
 
 
 def build_learner(cfg: DictConfig, info: Any) -> Any:
+    """The learner of `cfg`; a text learner's `model.base` naming a pretrain preset is pretrained once and cached first."""
     load_builtins()
     cls = LEARNERS.resolve(cfg.learner.name, info.modality)
-    return cls(cfg.learner, info, int(cfg.seed))
+    learner = cfg.learner
+    if OmegaConf.select(learner, "model.base", default=None) is not None:
+        from somna.platform.pretraining import resolve_base
+
+        learner = resolve_base(learner)
+    return cls(learner, info, int(cfg.seed))
 
 
 def seed_everything(seed: int) -> None:

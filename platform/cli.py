@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "somna.platform.cmd_bench",
     "somna.platform.cmd_report",
     "somna.platform.cmd_sweep",
+    "somna.platform.cmd_pretrain",
 )
 
 EXIT_USAGE = 2

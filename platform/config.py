@@ -148,21 +148,30 @@ def _read_source(source: str) -> dict[str, Any]:
 def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
     """Split `key=value` items into group selections (`learner=replay`) and a nested dict of the rest."""
     groups: dict[str, str] = {}
-    nested = OmegaConf.create()
+    rest = []
     for item in overrides:
         key, sep, value = item.partition("=")
+        if sep and key in GROUPS:
+            groups[key] = value
+        else:
+            rest.append(item)
+    return groups, parse_dotlist(rest)
+
+
+def parse_dotlist(overrides: list[str]) -> dict[str, Any]:
+    """`key=value` items as a nested dict, or a one-line ConfigError naming the first bad one."""
+    nested = OmegaConf.create()
+    for item in overrides:
+        key, sep, _ = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value")
-        if key in GROUPS:
-            groups[key] = value
-            continue
         try:
             nested.merge_with_dotlist([item])  # one at a time (as OmegaConf.from_dotlist does), to name a bad one
         except OmegaConfBaseException as error:
             raise ConfigError(f"bad override {item!r}: {first_line(error)}") from None
         except yaml.YAMLError as error:  # a value OmegaConf hands to YAML, e.g. an unclosed list
             raise ConfigError(f"bad override {item!r}: {yaml_problem(error, position=False)}") from None
-    return groups, OmegaConf.to_container(nested)  # type: ignore[return-value]
+    return OmegaConf.to_container(nested)  # type: ignore[return-value]
 
 
 def first_line(error: BaseException) -> str:

@@ -118,10 +118,16 @@ def check_replaceable(path: Path) -> None:
 def check_buildable(cfg: DictConfig) -> None:
     """Build the curriculum and the learner once here, within this machine's memory, so that bad sizes, bad data
     and an unreachable dataset fail before Ray starts or a run directory is made."""
+    from somna.platform.pretraining import resolve_base
+
     learner = f"learner {cfg.learner.name!r}"
     try:
-        with torch.random.fork_rng(), AllocationBudget(available_memory(), learner):
-            build_learner(cfg, build_curriculum(cfg).info)
+        with torch.random.fork_rng():
+            with AllocationBudget(available_memory(), learner):
+                info = build_curriculum(cfg).info
+            resolve_base(cfg.learner)  # a pretrain preset named as the base is pretrained (once, cached) here, outside the budget
+            with AllocationBudget(available_memory(), learner):
+                build_learner(cfg, info)
     except (ConfigError, EnvironmentProblem):
         raise
     except UnknownNameError as error:

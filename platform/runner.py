@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from somna.evals.metrics import summarize
+from somna.evals.metrics import skill_retention, summarize
 from somna.evals.rundir import (
     BASELINE,
     COMMIT_EVENT,
@@ -34,6 +34,7 @@ from somna.evals.rundir import (
     committed,
     read_config,
     read_events,
+    skill_rows,
 )
 from somna.evals.tracking import make_sinks
 from somna.platform.builders import build_curriculum, build_learner
@@ -211,6 +212,7 @@ def _resumable_checkpoint(cfg: DictConfig, info: Any, directory: RunDirectory) -
 def _write_summary(cfg: DictConfig, directory: RunDirectory, rows: list[list[float]], baseline: list[float]) -> dict[str, Any]:
     summary = {
         **summarize(np.array(rows), np.array(baseline)),
+        **skill_retention(skill_rows(directory.read_events()), BASELINE),  # text runs: the base's skills kept (none on vector runs)
         "learner": cfg.learner.name,
         "curriculum": cfg.curriculum.name,
         "scenario": cfg.scenario,

@@ -9,8 +9,18 @@ import torch
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # throw-away local clusters need no token
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Offline, as the tests must be: huggingface_hub reads these once, at import (a later setenv is ignored and a
+# missing hub name would wait out ~50 s of retries before failing)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Tiny models: one thread is fastest, and on a shared 2-core machine more threads thrash
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def somna_cache(tmp_path_factory):
+    """A base cache of this session only (hermetic tests): the first test that needs `world-micro` pretrains it, once."""
+    os.environ["SOMNA_CACHE_DIR"] = str(tmp_path_factory.mktemp("somna-cache"))
 
 
 @pytest.fixture(scope="session")

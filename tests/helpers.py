@@ -27,3 +27,26 @@ def events_without_timing(run_dir: Path) -> list[dict[str, Any]]:
         for key in [k for k in event.get("metrics", {}) if k.endswith("_s")]:
             event["metrics"].pop(key)
     return events
+
+
+def save_tiny_llama(directory: Path, layers: int = 3) -> Path:
+    """A tiny Llama-style causal LM built from a transformers config, with a BPE tokenizer (no chat template,
+    as many hub tokenizers), saved with save_pretrained: an offline stand-in for a Hugging Face model."""
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from somna.curricula.world import World, WorldConfig
+    from somna.learners.text.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(World(WorldConfig(num_entities=20, num_towns=5)).pretraining_documents(np.random.default_rng(0), 300), 400)
+    tokenizer.chat_template = None
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=128, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

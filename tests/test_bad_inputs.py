@@ -189,6 +189,13 @@ CASES = [
     Case("config", "config-command", ("config", "split-digits", "lerner=x"), "unknown key 'lerner'"),
     Case("config", "sweep-axis", ("sweep", "split-digits", "learner=nope,replay", "--out", OUT), "unknown learner 'nope'"),
     Case("config", "sweep-argument", ("sweep", "split-digits", "novalue", "--out", OUT), "expected key=value or key=a,b,c"),
+    Case("config", "pretrain-unknown-preset", ("pretrain", "wrld"), "unknown pretrain preset 'wrld'; presets: world, world-micro"),
+    Case("config", "pretrain-unknown-key", ("pretrain", "world-micro", "train.stepz=3", "--out", OUT), "unknown key 'train.stepz'"),
+    Case("config", "pretrain-out-not-empty", ("pretrain", "world-micro", "--out", "notes"), "--out notes already exists and is not empty"),
+    Case("config", "base-missing-path", ("run", "fact-stream-micro", "learner.model.base=./no-such-base"), "./no-such-base does not exist"),
+    Case("config", "base-not-on-hub-offline", ("run", "fact-stream-micro", "learner.model.base=someone/model"), "cannot load 'someone/model'"),
+    Case("config", "base-damaged", ("run", "fact-stream-micro", "learner.model.base=base"), "skills.json missing or changed since `somna pretrain`",
+         setup=(file("base/skills.json", "{}"), file("base/manifest.json", "{}"))),
     Case("config", "sweep-variants-file", ("sweep", "split-digits", "--variants", "none.yaml", "--out", OUT), "variants file not found"),
     # -- sleep stages: names, options, the hooks a learner has ----------------------------------------
     Case("stages", "unknown-stage", ("run", "split-digits", "learner.sleep.stages=[nap]"), "unknown sleep stage 'nap'"),

@@ -158,11 +158,12 @@ def test_lm_path_generates_lora_adapters_and_restores_exactly():
     """Text `hnet`: PEFT LoRA matrices come from the hypernetwork; the base LM is frozen after the first wake."""
     from somna.learners.text.hnet import HnetLM, HnetLMConfig
     from somna.platform.config import load_config
+    from somna.platform.pretraining import cached_base, load_pretrain_config
     from somna.platform.runner import build_curriculum
 
     curriculum = build_curriculum(load_config("fact-stream-micro"))
     config = HnetLMConfig(epochs=1, batch_size=4, eval_max_new_tokens=4)
-    config.model.dim, config.model.num_heads, config.model.cms_periods = 32, 2, [1, 2]
+    config.model.base, config.model.cms_periods = str(cached_base(load_pretrain_config("world-micro"))), [1, 2]  # the session's base
     config.sleep.options = {"hypernet": {"epochs": 2, "batch_size": 4, "beta": 1.0}}
     learner = HnetLM(OmegaConf.structured(config), curriculum.info, seed=0)
     parameters = {id(p) for p in learner.model.parameters()}

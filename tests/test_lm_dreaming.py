@@ -9,17 +9,21 @@ import torch
 
 import somna.learners.text.dreaming as dreaming
 from somna.learners.base import SleepContext
-from somna.learners.text.learner import answer_nll, encode_pairs
+from somna.learners.text.encoding import answer_nll, encode_pairs
 from somna.learners.text.model import SleepLM, SleepLMConfig
-from somna.learners.text.tokenizer import build_byte_tokenizer
+from somna.learners.text.tokenizer import NUM_BYTES, SPECIALS, train_tokenizer
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import load_config
 from somna.platform.registry import LEARNERS
 
 
+def build_byte_tokenizer():
+    return train_tokenizer(["no merges"], len(SPECIALS) + NUM_BYTES)
+
+
 def tiny_model() -> SleepLM:
     torch.manual_seed(0)
-    return SleepLM(SleepLMConfig(dim=32, num_heads=2, cms_periods=[1], max_positions=64))
+    return SleepLM(SleepLMConfig(vocab_size=len(SPECIALS) + NUM_BYTES, dim=32, num_heads=2, num_layers=1, max_positions=64))
 
 
 def micro_seal(seed: int = 0, *overrides: str):
@@ -68,21 +72,6 @@ def test_alignment_score_is_the_first_order_drop_of_the_probe_loss():
     assert dreaming.select(scores, top_k=1, random_keep=0, generator=torch.Generator()) == [0]
 
 
-def test_novelty_routing_changes_the_model_only_while_dreaming():
-    torch.manual_seed(0)
-    model = SleepLM(SleepLMConfig(dim=32, num_heads=2, cms_periods=[1, 4], num_experts=2, max_positions=64)).eval()
-    model.unlock_expert(1)
-    with torch.no_grad():
-        model.cms[1].experts[0].up.weight.normal_()
-    ids = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(1))
-    awake = model(input_ids=ids).logits
-    with model.novelty_routing(torch.Generator().manual_seed(0)):
-        assert model.cms[1].novelty_expert == 0 and model.cms[0].novelty_expert is None  # block 0 has none unlocked
-        dreaming_logits = model(input_ids=ids).logits
-    assert not torch.allclose(dreaming_logits, awake)
-    assert torch.equal(model(input_ids=ids).logits, awake) and model.cms[1].novelty_expert is None
-
-
 def test_prompt_templates_condition_on_the_passage_and_keep_the_cue():
     passage = "tone lives in bide. tone eats rice."
     assert dreaming.render_prompt("Q:", passage, 1) == ("Q:", "Q:")
@@ -92,25 +81,17 @@ def test_prompt_templates_condition_on_the_passage_and_keep_the_cue():
         dreaming.ReSTEMDreamingOptions(prompt="{answer}")
 
 
-def test_held_out_qa_lines_are_never_read_in_wake_and_are_the_reward_probes():
-    overrides = ["learner.reward_holdout=0.5", "curriculum.probe_overlap=1.0"]
-    learner, curriculum = micro_seal(0, *overrides)
+def test_the_reward_probes_are_the_dev_questions_never_the_test_ones():
+    learner, curriculum = micro_seal(0)
     experience = curriculum[0]
-    qa = [row for row in experience.train if row["prompt"]]
-    held = learner.held_out_rows(experience)
-    assert len(held) == len(qa) // 2 > 0 and all(row in qa for row in held)
-    read = learner.training_texts(experience)
-    assert not {row["text"] for row in held} & set(read) and len(read) == len(experience.train) - len(held)
-    _, probes = dreaming.dream_context(experience, held, max_passages=4)
-    assert probes == ([r["prompt"] for r in held], [r["answer"] for r in held])  # tau never reads experience.test
-    for name in ("finetune-no-dream", "replay", "in-context"):  # every learner of a comparison reads the same lines
-        other = build_learner(load_config("fact-stream-micro", [f"learner={name}", *overrides]), curriculum.info)
-        assert other.held_out_rows(experience) == held and len(other.training_texts(experience)) == len(read)
-    assert micro_seal(0, "curriculum.probe_overlap=1.0")[0].held_out_rows(experience) == []  # default: nothing held out
+    passages, probes = dreaming.dream_context(experience, max_passages=4)
+    assert probes == (experience.dev["prompt"], experience.dev["answer"]) and probes[0]
+    assert not set(probes[0]) & set(experience.test["prompt"])  # tau never reads experience.test
+    assert passages == experience.train["text"][:4] and learner.training_texts(experience) == experience.train["text"]
 
 
 def test_dream_logs_every_dream_and_the_m_step_fits_the_rewarded_ones(tmp_path, monkeypatch):
-    learner, curriculum = micro_seal(0, "learner.model.dim=64", "learner.lr=0.01")
+    learner, curriculum = micro_seal(0, "learner.lr=0.01")
     monkeypatch.setattr(dreaming, "lora_improvements", lambda reference, tokenizer, dreams, *args: [1.0] * len(dreams))
     before = {k: v.clone() for k, v in learner.model.state_dict().items()}
     stage = dreaming.ReSTEMDreaming.with_options(top_k=2, random_keep=1, rounds=1, max_new_tokens=16, consolidation_steps=0)
@@ -121,11 +102,12 @@ def test_dream_logs_every_dream_and_the_m_step_fits_the_rewarded_ones(tmp_path, 
     assert metrics["rewarded_fraction/round0"] == 1.0
     assert all(r["dream"] == f"{r['prompt']} {r['sample']}" for r in records)  # the cue "Q:" is part of the dream
     rewarded = ([r["prompt"] for r in kept], [r["sample"] for r in kept])
-    after_nll = answer_nll(learner.model, learner.tokenizer, *rewarded)[0]
+    after_nll = answer_nll(learner.model, learner.tokenizer, *rewarded, 128)[0]
     learner.model.load_state_dict(before)
-    assert after_nll < answer_nll(learner.model, learner.tokenizer, *rewarded)[0]  # the M-step fitted them
+    assert after_nll < answer_nll(learner.model, learner.tokenizer, *rewarded, 128)[0]  # the M-step fitted them
 
 
+@pytest.mark.learned
 def test_rest_em_raises_the_rewarded_fraction_over_two_rounds():
     """Same seed, same first round; only the M-step differs. Real LoRA rewards throughout.
 
@@ -148,9 +130,8 @@ def test_rest_em_raises_the_rewarded_fraction_over_two_rounds():
 
 def test_lora_rewards_are_the_same_as_parallel_ray_tasks(ray_session):
     learner, curriculum = micro_seal(0)
-    held = learner.held_out_rows(curriculum[0])
-    _, probes = dreaming.dream_context(curriculum[0], held, max_passages=4)
-    trial = dreaming.LoraTrial(probes, dreaming.task_score(learner.model, learner.tokenizer, probes), 4, 4, 1e-3, 128, 1)
+    _, probes = dreaming.dream_context(curriculum[0], max_passages=4)
+    trial = dreaming.LoraTrial(probes, dreaming.task_score(learner.model, learner.tokenizer, probes, 128), 4, 4, 1e-3, 128, 1)
     dreams = ["Q: what is it? A: red", "zonu eats rice.", "Q: who? A: pira"]
     seeds = [dreaming.dream_seed(0, d) for d in dreams]
     assert dreaming.ray_has_room()

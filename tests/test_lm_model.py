@@ -1,92 +1,113 @@
-"""The sleep LM: locked experts are exactly inert, expansion is function-preserving, save/load is exact."""
+"""somna's SleepLM and the CMS wrapping any causal LM gets: locked experts are inert, expansion is function-preserving."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
+from somna.learners.text.experts import ExpertMLP, attach_cms, cms_blocks, novelty_routing
 from somna.learners.text.model import SleepLM, SleepLMConfig
 from somna.platform.registry import KERNELS
 
 
 def tiny(**overrides) -> SleepLM:
     torch.manual_seed(0)
-    options = dict(dim=32, num_heads=2, cms_periods=[1, 4], num_experts=3, expert_rank=4, max_positions=64) | overrides
+    options = dict(vocab_size=300, dim=32, num_heads=2, num_layers=3, max_positions=64) | overrides
     return SleepLM(SleepLMConfig(**options)).eval()
 
 
+def tiny_llama() -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
 def batch() -> dict[str, torch.Tensor]:
-    ids = torch.randint(0, 256, (3, 12), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    mask[0, :5] = 0  # left padding
-    return {"input_ids": ids, "attention_mask": mask}
+    ids = torch.randint(3, 300, (3, 12), generator=torch.Generator().manual_seed(1))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def test_locked_experts_contribute_exactly_zero():
-    model = tiny()
+@pytest.mark.parametrize("make", [tiny, tiny_llama])
+def test_the_cms_wraps_the_last_mlps_and_changes_nothing_until_an_expert_is_trained(make):
+    model = make()
     before = model(**batch()).logits
-    with torch.no_grad():
-        for expert in model.cms[1].experts:
+    blocks = attach_cms(model, levels=2, num_experts=3, rank=4)
+    assert len(blocks) == 2 and blocks == cms_blocks(model) and all(isinstance(b, ExpertMLP) for b in blocks)
+    wrapped = [name for name, module in model.named_modules() if isinstance(module, ExpertMLP)]
+    assert [name.split(".")[-2] for name in wrapped] == ["1", "2"]  # the MLPs of the last two of three layers
+    assert torch.equal(model(**batch()).logits, before)
+    with torch.no_grad():  # locked experts are never computed, whatever their weights
+        for expert in blocks[1].experts:
             for parameter in expert.parameters():
                 parameter.add_(torch.randn_like(parameter))
     assert torch.equal(model(**batch()).logits, before)
-
-
-def test_unlocking_is_function_preserving_until_trained():
-    model = tiny()
-    before = model(**batch()).logits
-    assert model.unlock_expert(1) == 0
-    assert model.cms[1].expert_mask.tolist() == [1.0, 0.0, 0.0]
-    assert torch.equal(model(**batch()).logits, before)
+    assert blocks[1].unlock() == 0 and blocks[1].expert_mask.tolist() == [1.0, 0.0, 0.0]
+    assert torch.equal(model(**batch()).logits, before)  # a fresh expert's `up` is zero
     with torch.no_grad():
-        model.cms[1].experts[0].up.weight.add_(0.1)
+        blocks[1].experts[0].up.weight.add_(0.1)
     assert not torch.allclose(model(**batch()).logits, before)
 
 
-def test_reset_experts_locks_and_zeroes_them():
-    model = tiny()
-    model.unlock_expert(0)
-    model.unlock_expert(0)
+def test_more_levels_than_mlps_is_a_one_line_error():
+    with pytest.raises(ValueError, match="cms_periods has 4 levels but the base .* has 3 MLP layers"):
+        attach_cms(tiny(), levels=4, num_experts=1, rank=2)
+
+
+def test_reset_locks_and_zeroes_and_a_full_level_unlocks_nothing():
+    (block,) = attach_cms(tiny(), levels=1, num_experts=3, rank=4)
+    block.unlock(), block.unlock()
     with torch.no_grad():
-        model.cms[0].experts[1].up.weight.fill_(1.0)
-    assert model.reset_experts(0) == 2
-    assert model.cms[0].unlocked() == [] and not model.cms[0].experts[1].up.weight.detach().any()
-    assert [model.unlock_expert(1) for _ in range(4)] == [0, 1, 2, None]  # a full block unlocks nothing
+        block.experts[1].up.weight.fill_(1.0)
+    assert block.reset_experts() == 2
+    assert block.unlocked() == [] and not block.experts[1].up.weight.detach().any()
+    assert [block.unlock() for _ in range(4)] == [0, 1, 2, None]
 
 
 def test_top_k_keeps_only_the_strongest_gates():
-    model = tiny(expert_top_k=1)
+    (block,) = attach_cms(tiny(), levels=1, num_experts=3, rank=4, top_k=1)
     for _ in range(3):
-        model.unlock_expert(1)
-    block = model.cms[1]
+        block.unlock()
     with torch.no_grad():
         for expert in block.experts:
             expert.up.weight.normal_()
         block.experts[2].gate.bias.fill_(100.0)  # expert 2 always wins the top-1
     h = torch.randn(2, 5, 32)
-    normed = block.norm(h)
-    expected = h + block.mlp(normed) + block.experts[2](normed)  # sigmoid(~100) == 1
-    assert torch.allclose(block(h), expected, atol=1e-6)
+    assert torch.allclose(block(h), block.base(h) + block.experts[2](h), atol=1e-6)  # sigmoid(~100) == 1
+
+
+def test_novelty_routing_changes_the_model_only_while_dreaming():
+    model = tiny()
+    blocks = attach_cms(model, levels=2, num_experts=2, rank=4)
+    blocks[1].unlock()
+    with torch.no_grad():
+        blocks[1].experts[0].up.weight.normal_()
+    awake = model(**batch()).logits
+    with novelty_routing(model, torch.Generator().manual_seed(0)):
+        assert blocks[1].novelty_expert == 0 and blocks[0].novelty_expert is None  # level 0 has none unlocked
+        dreaming = model(**batch()).logits
+    assert not torch.allclose(dreaming, awake)
+    assert torch.equal(model(**batch()).logits, awake) and blocks[1].novelty_expert is None
 
 
 def test_save_and_load_are_exact(tmp_path):
     model = tiny()
-    model.unlock_expert(1)
-    with torch.no_grad():
-        model.cms[1].experts[0].up.weight.normal_()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     reloaded = SleepLM.from_pretrained(tmp_path).eval()
-    assert torch.equal(reloaded.cms[1].expert_mask, model.cms[1].expert_mask)
+    assert reloaded.config.hidden_size == 32 and reloaded.config.max_position_embeddings == 64
     assert torch.equal(reloaded(**batch()).logits, model(**batch()).logits)
 
 
-def test_left_padding_does_not_change_a_sequence_logits():
+def test_padding_does_not_change_a_sequence_logits():
     model = tiny()
-    ids = torch.randint(0, 256, (1, 8), generator=torch.Generator().manual_seed(3))
+    ids = torch.randint(3, 300, (1, 8), generator=torch.Generator().manual_seed(3))
     alone = model(input_ids=ids).logits
-    padded = model(input_ids=torch.cat([torch.full((1, 4), 256), ids], 1), attention_mask=torch.tensor([[0] * 4 + [1] * 8])).logits
-    assert torch.allclose(padded[:, 4:], alone, atol=1e-5)
+    left = model(input_ids=torch.cat([torch.zeros(1, 4, dtype=torch.long), ids], 1), attention_mask=torch.tensor([[0] * 4 + [1] * 8])).logits
+    right = model(input_ids=torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], 1), attention_mask=torch.tensor([[1] * 8 + [0] * 4])).logits
+    assert torch.allclose(left[:, 4:], alone, atol=1e-5) and torch.allclose(right[:, :8], alone, atol=1e-5)
 
 
 class ScaleKernel(nn.Module):
@@ -106,4 +127,4 @@ def test_short_term_layer_can_be_a_registered_kernel():
         KERNELS.add("test-lm-scale-kernel", ScaleKernel)
     model = tiny(short_term="test-lm-scale-kernel", short_term_options={"scale": 0.5})
     assert isinstance(model.model.layers[0].mixer.layer, ScaleKernel)
-    assert model(**batch()).logits.shape == (3, 12, 259)
+    assert model(**batch()).logits.shape == (3, 12, 300)

@@ -1,13 +1,14 @@
 """The knowledge-incorporation table (the shape of the paper's Table 3) from a `somna sweep --variants` folder.
 
-    somna sweep fact-stream-dreaming --variants docs/dreaming_variants.yaml seed=0,1,2 --out runs/dreaming
+    somna sweep fact-stream-dreaming --variants docs/dreaming_variants.yaml seed=0,1,2,3,4 executor=inline --out runs/dreaming
     .venv/bin/python docs/scripts/dreaming_table.py runs/dreaming [--out docs/dreaming_results.md]
 
 Columns, mean ± 95% CI over seeds: "single passage batch" = mean_j R[j, j], the
 no-context QA accuracy on an experience's passages right after reading them (the
 sweep's `plasticity`); "after the stream" = ACC, the final row's mean (the
-continued-pretraining setting); BWT. "base" is the untrained model: the runs'
-`init` row. Rows follow the variants file's order. The table replaces the text
+continued-pretraining setting); BWT; skill retention (the pretrained base's own
+skills after the stream ÷ before it). "base" is the pretrained base before the
+stream: the runs' `init` row. Rows follow the variants file's order. The table replaces the text
 between the `lm_table:dreaming` markers of --out (docs/lm_results.md).
 """
 
@@ -24,6 +25,7 @@ from somna.evals import metrics
 from somna.evals.compare import find_runs
 from somna.evals.rundir import load_run
 from somna.evals.stats import mean_ci
+from somna.platform.provenance import provenance_line
 
 from lm_table import write_between_markers  # this script's folder is on sys.path when it runs
 
@@ -47,17 +49,18 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
     lines = [
         f"Seeds {', '.join(map(str, seeds))}; mean ± 95% CI (Student t); `somna sweep fact-stream-dreaming --variants docs/dreaming_variants.yaml`.",
         "",
-        "| knowledge incorporation | single passage batch | after the stream (ACC) | BWT |",
-        "|---|---:|---:|---:|",
-        f"| base | {fmt([float(np.mean(b)) for b in base])} | {fmt([float(np.mean(b)) for b in base])} | — |",
+        "| knowledge incorporation | single passage batch | after the stream (ACC) | BWT | skill retention |",
+        "|---|---:|---:|---:|---:|",
+        f"| base | {fmt([float(np.mean(b)) for b in base])} | {fmt([float(np.mean(b)) for b in base])} | — | — |",
     ]
     for label in order:
         matrices = [run.square() for run in runs[label]]
+        retention = [run.summary.get("skill_retention", float("nan")) for run in runs[label]]
         lines.append(
             f"| {label} | {fmt([metrics.plasticity(R) for R in matrices])} | {fmt([metrics.acc(R) for R in matrices])} "
-            f"| {fmt([metrics.bwt(R) for R in matrices])} |"
+            f"| {fmt([metrics.bwt(R) for R in matrices])} | {fmt(retention)} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", provenance_line()])
 
 
 def main() -> None:

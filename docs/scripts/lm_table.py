@@ -1,17 +1,17 @@
-"""The language-model sleep results: fact-stream ablation table and new-language chrF, mean ± 95% CI over seeds.
+"""The language-model sleep results: fact-stream ablation, new-language chrF and intents class-IL, mean ± 95% CI over seeds.
 
-Every row is a config switch on the shipped presets, run through the platform
-runner (`somna.platform.runner.run`, inline executor) into runs/lm-table/;
-the accuracy matrices are read back and summarised. Rows:
-  base                    the untrained model (the runs' init row)
+Every row is a config switch on the shipped presets (on the pretrained `world` base), run
+through the platform runner (`somna.platform.runner.run`, inline executor, one torch thread)
+into runs/lm-table/; the accuracy matrices and summaries are read back and summarised. Rows:
+  base                    the pretrained base before the stream (the runs' init row)
   finetune, replay, opsd  baselines (replay stores raw past documents)
   sleep                   expansion + knowledge seeding (GKD + GRPO imitation)
-  sleep -imitation        knowledge-seeding alpha = 1
-  sleep -semantic reward  knowledge-seeding gamma = 0
-  sleep -expansion        stages = [knowledge-seeding]
+  sleep −imitation        knowledge-seeding alpha = 1
+  sleep −semantic reward  knowledge-seeding gamma = 0
+  sleep −expansion        stages = [knowledge-seeding]
   in-context              ceiling: the passage is in the prompt at test time
 
-    .venv/bin/python docs/scripts/lm_table.py [--seeds 0 1 2] [--jobs 2] [--tables ablation language] [--out FILE]
+    .venv/bin/python docs/scripts/lm_table.py [--seeds 0 1 2 3 4] [--jobs 2] [--tables ablation language intents] [--out FILE]
 
 The dreaming table comes from `somna sweep` instead: see docs/scripts/dreaming_table.py.
 """
@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from somna.evals import metrics
 from somna.evals.stats import mean_ci
+from somna.platform.provenance import provenance_line
 
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "finetune": ("finetune", []),
@@ -40,14 +44,26 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep −expansion": ("sleep", ["learner.sleep.stages=[knowledge-seeding]"]),
     "in-context (ceiling)": ("in-context", []),
 }
-LANGUAGE_ROWS = ("finetune", "replay", "opsd", "sleep")
-def run_one(job: tuple[str, str, list[str], int, str]) -> tuple[np.ndarray, np.ndarray, float]:
-    """(baseline row b, accuracy matrix R, wall seconds) of one run."""
+BASELINE_ROWS = ("finetune", "replay", "opsd", "sleep")
+THREADS = 1  # torch threads per run (resources.threads of the inline executor)
+
+
+@dataclass
+class Outcome:
+    """One run read back: the init row b, the accuracy matrix R, its summary.json and wall seconds."""
+
+    b: np.ndarray
+    R: np.ndarray
+    summary: dict[str, Any]
+    seconds: float
+
+
+def run_one(job: tuple[str, str, list[str], int, str]) -> Outcome:
     from somna.platform.config import load_config
     from somna.platform.runner import run
 
     preset, learner, overrides, seed, run_dir = job
-    cfg = load_config(preset, [f"learner={learner}", "executor=inline", f"seed={seed}", *overrides])
+    cfg = load_config(preset, [f"learner={learner}", "executor=inline", "logging.progress=false", f"resources.threads={THREADS}", f"seed={seed}", *overrides])
     directory = Path(run_dir)
     if not same_run_finished(directory, cfg):  # a finished run of the same experiment is read back, not redone
         start = time.perf_counter()
@@ -57,7 +73,8 @@ def run_one(job: tuple[str, str, list[str], int, str]) -> tuple[np.ndarray, np.n
         rows = list(csv.reader(handle))[1:]
     b = np.array([float(v) for v in rows[0][1:]])
     R = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
-    return b, R, float((directory / "run_seconds.txt").read_text())
+    summary = json.loads((directory / "summary.json").read_text())
+    return Outcome(b, R, summary, float((directory / "run_seconds.txt").read_text()))
 
 
 def same_run_finished(directory: Path, cfg: Any) -> bool:
@@ -74,44 +91,65 @@ def fmt(values: list[float]) -> str:
     return mean_ci(values).format(3)
 
 
-def fact_stream_table(results: dict[str, list[tuple[np.ndarray, np.ndarray, float]]]) -> str:
+def skill_cell(runs: list[Outcome]) -> str:
+    values = [run.summary.get("skill_retention", float("nan")) for run in runs]
+    return fmt(values) if not all(np.isnan(values)) else "—"
+
+
+def fact_stream_table(results: dict[str, list[Outcome]]) -> str:
     lines = [
-        "| fact-stream | no-context QA, newest experience | ACC | BWT | run time (s) |",
-        "|---|---:|---:|---:|---:|",
+        "| fact-stream | no-context QA, newest experience | ACC | BWT | skill retention | run time (s) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     base = results["finetune"]
-    lines.append(f"| base | {fmt([b[-1] for b, _, _ in base])} | {fmt([b.mean() for b, _, _ in base])} | — | — |")
+    lines.append(f"| base | {fmt([run.b[-1] for run in base])} | {fmt([run.b.mean() for run in base])} | — | — | — |")
     for label, runs in results.items():
-        newest = [R[-1, -1] for _, R, _ in runs]
         lines.append(
-            f"| {label} | {fmt(newest)} | {fmt([metrics.acc(R) for _, R, _ in runs])} | "
-            f"{fmt([metrics.bwt(R) for _, R, _ in runs])} | {np.mean([t for _, _, t in runs]):.0f} |"
+            f"| {label} | {fmt([run.R[-1, -1] for run in runs])} | {fmt([metrics.acc(run.R) for run in runs])} | "
+            f"{fmt([metrics.bwt(run.R) for run in runs])} | {skill_cell(runs)} | {np.mean([run.seconds for run in runs]):.0f} |"
         )
     return "\n".join(lines)
 
 
-def language_table(results: dict[str, list[tuple[np.ndarray, np.ndarray, float]]]) -> str:
-    languages = len(next(iter(results.values()))[0][1])
+def language_table(results: dict[str, list[Outcome]]) -> str:
+    languages = len(next(iter(results.values()))[0].R)
     header = " | ".join(f"l{j} chrF" for j in range(languages))
-    lines = [f"| new-language (final row) | {header} | ACC | BWT |", "|---|" + "---:|" * (languages + 2)]
+    lines = [f"| new-language (final row) | {header} | ACC | BWT | skill retention |", "|---|" + "---:|" * (languages + 3)]
+    base = next(iter(results.values()))
+    lines.append("| base | " + " | ".join(fmt([run.b[j] for run in base]) for j in range(languages)) + f" | {fmt([run.b.mean() for run in base])} | — | — |")
     for label, runs in results.items():
-        cells = [fmt([R[-1, j] for _, R, _ in runs]) for j in range(languages)]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt([metrics.acc(R) for _, R, _ in runs])} | {fmt([metrics.bwt(R) for _, R, _ in runs])} |")
+        cells = [fmt([run.R[-1, j] for run in runs]) for j in range(languages)]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt([metrics.acc(run.R) for run in runs])} | {fmt([metrics.bwt(run.R) for run in runs])} | {skill_cell(runs)} |")
+    return "\n".join(lines)
+
+
+def intents_table(results: dict[str, list[Outcome]]) -> str:
+    lines = ["| intents (class-IL) | newest experience | ACC | BWT | forgetting | skill retention |", "|---|---:|---:|---:|---:|---:|"]
+    base = next(iter(results.values()))
+    lines.append(f"| base | {fmt([run.b[-1] for run in base])} | {fmt([run.b.mean() for run in base])} | — | — | — |")
+    for label, runs in results.items():
+        lines.append(
+            f"| {label} | {fmt([run.R[-1, -1] for run in runs])} | {fmt([metrics.acc(run.R) for run in runs])} | {fmt([metrics.bwt(run.R) for run in runs])} "
+            f"| {fmt([metrics.forgetting(run.R) for run in runs])} | {skill_cell(runs)} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs", default="runs/lm-table")
     parser.add_argument("--out", default="docs/lm_results.md")
-    parser.add_argument("--tables", nargs="+", default=["ablation", "language"], choices=["ablation", "language"])
+    parser.add_argument("--tables", nargs="+", default=["ablation", "language", "intents"], choices=["ablation", "language", "intents"])
     args = parser.parse_args()
+    torch.set_num_threads(THREADS)  # the runs' thread count, so that the provenance line names it
 
+    baselines = {name: (name, []) for name in BASELINE_ROWS}
     groups = {  # table -> (preset, rows label -> (learner, overrides), formatter)
         "ablation": ("fact-stream", FACT_ROWS, fact_stream_table),
-        "language": ("new-language", {name: (name, []) for name in LANGUAGE_ROWS}, language_table),
+        "language": ("new-language", baselines, language_table),
+        "intents": ("intents", baselines, intents_table),
     }
     jobs = {}
     for table in args.tables:
@@ -122,17 +160,17 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         outcomes = dict(zip(jobs, pool.map(run_one, jobs.values())))
     seeds = ", ".join(str(s) for s in args.seeds)
-    total = sum(seconds for _, _, seconds in outcomes.values())
-    sections = [
-        f"Seeds {seeds}; mean ± 95% CI (Student t). Presets as shipped; produced by "
-        f"`docs/scripts/lm_table.py --tables {' '.join(args.tables)}` ({len(jobs)} runs, {total / 60:.0f} CPU-minutes on a shared 2-core machine)."
-    ]
+    total = sum(outcome.seconds for outcome in outcomes.values())
     for table in args.tables:
         _, rows, formatter = groups[table]
-        sections.append(formatter({label: [outcomes[(table, label, s)] for s in args.seeds] for label in rows}))
-    report = "\n\n".join(sections)
-    print(report)
-    write_between_markers(Path(args.out), report, "+".join(args.tables))
+        report = "\n\n".join([
+            f"Seeds {seeds}; mean ± 95% CI (Student t). Presets as shipped; produced by `docs/scripts/lm_table.py --tables {table}` "
+            f"({sum(1 for key in jobs if key[0] == table)} runs; all {len(jobs)} runs of this invocation took {total / 60:.0f} minutes of wall clock).",
+            formatter({label: [outcomes[(table, label, s)] for s in args.seeds] for label in rows}),
+            provenance_line(),
+        ])
+        print(report)
+        write_between_markers(Path(args.out), report, table)
 
 
 def write_between_markers(path: Path, report: str, name: str) -> None:

@@ -3,9 +3,10 @@
 Any text learner can host it (`seal` is fine-tuning + this stage; `sleep` adds it after knowledge seeding).
 
 For the experience just woken on (context C = its passages; metric tau = minus the
-answer NLL per token of its reward probes — the QA lines wake did not read
-(`learner.reward_holdout`), like SEAL's per-passage questions, or its passages when
-none are held out; test probes are never read), one ReST-EM round is:
+answer NLL per token of its reward probes — the questions of the experience's dev split
+(`experience.dev`: paraphrases the curriculum never uses for test probes), like SEAL's
+per-passage questions, or its passages when it has no dev split; test probes are never
+read), one ReST-EM round is:
   1. dream: m samples ~ LM(. | prompt) per passage, where `prompt` is a template over
      the passage ("{passage} Q:" asks for a question about it, SEAL's self-edit;
      "{opening}" cues a rehearsal from its first words; the default "Q:" asks for a
@@ -52,10 +53,12 @@ from peft import LoraConfig, get_peft_model
 from somna.learners.base import Metrics, SleepContext, derive_seed
 from somna.learners.shared.distributed import DataParallel
 from somna.learners.stages import SleepStage
-from somna.learners.text.learner import TextLearner, answer_nll, encode_pairs
+from somna.learners.text.encoding import answer_nll, encode_pairs, sample_completions
+from somna.learners.text.experts import novelty_routing
+from somna.learners.text.learner import TextLearner
 from somna.platform.registry import register_sleep_stage
 
-LORA_TARGETS = ["fc_in", "fc_out", "qkv", "out"]
+LORA_TARGETS = "all-linear"  # PEFT: every linear layer but the LM head, whatever the base calls them
 
 
 @dataclass
@@ -138,9 +141,9 @@ def select(scores: list[float], top_k: int, random_keep: int, generator: torch.G
     return top + extra
 
 
-def task_score(model: torch.nn.Module, tokenizer: Any, probes: tuple[list[str], list[str]]) -> float:
+def task_score(model: torch.nn.Module, tokenizer: Any, probes: tuple[list[str], list[str]], max_length: int) -> float:
     """tau: minus the mean answer NLL per token on the sleep's own probes."""
-    nll, tokens = answer_nll(model, tokenizer, *probes)
+    nll, tokens = answer_nll(model, tokenizer, *probes, max_length)
     return -nll / max(tokens, 1)
 
 
@@ -168,7 +171,7 @@ def lora_improvement(reference: torch.nn.Module, tokenizer: Any, dream: str, see
         lora = LoraConfig(r=trial.rank, lora_alpha=2 * trial.rank, target_modules=LORA_TARGETS, lora_dropout=0.0)
         copy_model = get_peft_model(copy.deepcopy(reference), lora)
         sft_steps(copy_model, encode_pairs(tokenizer, [""], [dream], trial.max_length), trial.steps, trial.lr)
-    return task_score(copy_model, tokenizer, trial.probes) - trial.tau_before
+    return task_score(copy_model, tokenizer, trial.probes, trial.max_length) - trial.tau_before
 
 
 def lora_improvements(reference: torch.nn.Module, tokenizer: Any, dreams: list[str], seeds: list[int], trial: LoraTrial, use_ray: bool) -> list[float]:
@@ -228,16 +231,16 @@ class ReSTEMDreaming(SleepStage):
     """ReST-EM dreaming: sample dreams, select by gradient, reward through LoRA copies, fit the rewarded ones."""
 
     Options = ReSTEMDreamingOptions
-    hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "held_out_rows", "training_texts")
+    hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "training_texts")
 
     def __call__(self, learner: TextLearner, context: SleepContext) -> Metrics:
         opts = self.options
         learner.apply_pending_updates()  # wake's pending slow-block update lands first: dreams come from the whole woken model
         generator = learner.generator(context.index, salt=11)
-        passages, probes = dream_context(context.experience, learner.held_out_rows(context.experience), opts.max_passages)
+        passages, probes = dream_context(context.experience, opts.max_passages)
         reference = learner.frozen_copy()
         trial = LoraTrial(
-            probes, task_score(reference, learner.tokenizer, probes), opts.lora_rank, opts.lora_steps, opts.lora_lr,
+            probes, task_score(reference, learner.tokenizer, probes, learner.config.max_length), opts.lora_rank, opts.lora_steps, opts.lora_lr,
             learner.config.max_length, torch.get_num_threads(),
         )
         anchors = learner.training_texts(context.experience) if opts.anchor_documents else []
@@ -287,7 +290,7 @@ class ReSTEMDreaming(SleepStage):
         cues = [(p, *render_prompt(opts.prompt, p, opts.opening_words)) for p in passages for _ in range(opts.dreams_per_passage)]
         prompts = [prompt for _, prompt, _ in cues]
         if opts.random_expert:
-            with learner.model.novelty_routing(generator):
+            with novelty_routing(learner.model, generator):
                 samples = sample_texts(learner, prompts, opts.max_new_tokens, generator, opts.temperature)
         else:
             samples = sample_texts(learner, prompts, opts.max_new_tokens, generator, opts.temperature)
@@ -304,25 +307,19 @@ def fit(learner: TextLearner, prompts: list[str], completions: list[str], anchor
     return sft_steps(learner.model, batch, steps, lr)
 
 
-@torch.no_grad()
 def sample_texts(learner: TextLearner, prompts: list[str], max_new_tokens: int, generator: torch.Generator, temperature: float = 1.0) -> list[str]:
-    """Sampled continuations of `prompts` ("<s>prompt " -> up to </s>), seeded by `generator`."""
-    tokenizer = learner.tokenizer
-    torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-    batch = tokenizer([f"{tokenizer.bos_token}{p} " for p in prompts], padding=True, return_tensors="pt", add_special_tokens=False)
-    out = learner.model.generate(
-        **batch, max_new_tokens=max_new_tokens, do_sample=True, top_k=0, top_p=1.0, temperature=temperature,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out[:, batch["input_ids"].size(1) :]]
+    """Sampled continuations of "<s>prompt" (up to </s>), seeded by `generator`."""
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    return sample_completions(learner.model, learner.tokenizer, prompts, max_new_tokens, seed, temperature)
 
 
-def dream_context(experience: Any, reward_rows: list[dict[str, str]], max_passages: int) -> tuple[list[str], tuple[list[str], list[str]]]:
-    """(passages to dream from, tau's probes): the experience's documents; the reward rows, else the passages."""
+def dream_context(experience: Any, max_passages: int) -> tuple[list[str], tuple[list[str], list[str]]]:
+    """(passages to dream from, tau's probes): the experience's documents; its dev questions, else the passages."""
     documents = [row for row in experience.train if not row["prompt"]] or list(experience.train)
     passages = [row["text"] for row in documents][:max_passages]
-    if reward_rows:
-        return passages, ([r["prompt"] for r in reward_rows], [r["answer"] for r in reward_rows])
+    dev = list(experience.dev) if getattr(experience, "dev", None) is not None else []
+    if dev:
+        return passages, ([r["prompt"] for r in dev], [r["answer"] for r in dev])
     return passages, ([""] * len(passages), passages)
 
 

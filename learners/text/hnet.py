@@ -1,11 +1,11 @@
 """`hnet` for text streams: the hypernetwork generates PEFT LoRA adapters of the sleep LM, one per task embedding.
 
-The LM (learners/text/model.py) gets LoRA adapters (PEFT, rank `lora_rank`) on
-its CMS MLPs (`lora_targets`); their A/B matrices are not parameters but the
-output of the `ChunkedHypernetwork` for the current task embedding, so the
-`hypernet` sleep stage (learners/hypernet.py) trains them with the same
-output regulariser as on the vector path. The first wake trains the base LM
-on experience 0 (our stand-in for a pretrained model; the base is frozen
+The base LM (learners/text/bases.py) gets LoRA adapters (PEFT, rank `lora_rank`)
+on its MLPs (`lora_targets`, module names of the base: SleepLM's fc_in/fc_out);
+their A/B matrices are not parameters but the output of the `ChunkedHypernetwork`
+for the current task embedding, so the `hypernet` sleep stage
+(learners/hypernet.py) trains them with the same output regulariser as on the
+vector path. The first wake fine-tunes the base on experience 0 (it is frozen
 afterwards); every later wake learns only its task embedding. Text streams
 are domain-incremental (no task id at test time), so each probe picks the
 adapter of minimum predictive entropy over its prompt tokens.
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from somna.learners.base import Metrics, SleepConfig, SleepContext
 from somna.learners.hypernet import ChunkedHypernetwork
+from somna.learners.text.encoding import encode_prompts
 from somna.learners.text.learner import TextLearner, TextLearnerConfig
 from somna.platform.registry import register_learner
 
@@ -114,7 +115,7 @@ class HnetLM(TextLearner):
     @torch.no_grad()
     def prompt_entropy(self, prompts: list[str]) -> Tensor:
         """(learned tasks, prompts): mean next-token entropy over each prompt under each task's adapter."""
-        batch = self.tokenizer([self.tokenizer.bos_token + p for p in prompts], padding=True, return_tensors="pt", add_special_tokens=False)
+        batch = encode_prompts(self.tokenizer, prompts)
         mask = batch["attention_mask"].float()
         rows = []
         for task in range(max(self.learned_tasks, 1)):

@@ -1,28 +1,23 @@
-"""A tiny from-scratch causal LM with a Continuum Memory System of masked low-rank experts.
+"""somna's own base language model: a small pre-norm decoder whose mixers can be any registered memory kernel.
 
-Architecture (PAPERS.md, "Language Models Need Sleep"): token + position
-embeddings -> `num_layers` short-term layers (causal attention, or a memory
-layer registered in `somna.platform.registry.KERNELS`) -> the CMS, a chain of
-MLP blocks with update periods C(l) -> LM head. Each CMS block is a mixture of
-experts: an always-on MLP plus `num_experts` pre-allocated low-rank experts
-(x -> up(act(down(x))), down: d x r, up: r x d) behind a sigmoid router. Experts
-start locked (mask 0) and contribute exactly nothing; a sleep unlocks one
-(`unlock_expert`). Because `up` starts at zero and the router is a sigmoid
-(not a softmax over experts), unlocking never changes the logits until the
-expert is trained: expansion is function-preserving.
+Architecture (PAPERS.md, "Language Models Need Sleep"): token embeddings -> `num_layers` layers,
+each a short-term mixer (causal attention with rotary positions, or a memory layer registered in
+`somna.platform.registry.KERNELS`, which reads the order itself) followed by an MLP -> norm -> LM
+head. Rotary positions (RoPE, Su et al. 2021) make attention depend on relative offsets, which is
+what reading needs: the value right after "lives in", wherever the sentence is; with learned
+absolute positions the same model took about twice the tokens to learn to read. `somna pretrain` trains
+it on the generated world; a text learner then turns the MLPs of its last layers into the
+Continuum Memory System's levels, each with masked low-rank experts (learners/text/experts.py) —
+the same wrapping it gives the MLPs of any Hugging Face causal LM.
 
 Stable module names (PEFT LoRA may target them), Hugging Face layout:
-  model.embed, model.position, model.layers.{i}.norm, model.layers.{i}.mixer
-  (attention: .qkv, .out), model.cms.{l}.norm, model.cms.{l}.mlp.fc_in,
-  model.cms.{l}.mlp.fc_out, model.cms.{l}.experts.{e}.down / .up / .gate,
-  model.norm, lm_head.  Buffer model.cms.{l}.expert_mask: (num_experts,), 1.0 = unlocked.
+  model.embed, model.layers.{i}.mixer_norm, model.layers.{i}.mixer (attention:
+  .qkv, .out), model.layers.{i}.mlp_norm, model.layers.{i}.mlp.fc_in / .fc_out, model.norm, lm_head.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -33,60 +28,62 @@ from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 from somna.platform.registry import KERNELS
 
 
+@dataclass
+class Architecture:
+    """The sizes of a SleepLM (`somna pretrain`'s `model` keys)."""
+
+    dim: int = 128  # width of the residual stream
+    num_heads: int = 4  # attention (or kernel) heads
+    num_layers: int = 4  # mixer + MLP layers
+    max_positions: int = 128  # the longest sequence
+    rope_base: float = 10000.0  # rotary position frequency base
+    mlp_ratio: int = 4  # MLP hidden width / dim
+    short_term: str = "attention"  # the mixer: attention, or the name of a registered kernel layer (`somna kernels`)
+    short_term_options: dict = field(default_factory=dict)  # keyword options of that kernel layer
+
+
 class SleepLMConfig(PretrainedConfig):
-    """Sizes of the sleep LM; `cms_periods` gives one CMS block per entry (its update period C(l))."""
+    """An `Architecture` plus the vocabulary; `hidden_size` & co. are the names generic code reads."""
 
     model_type = "somna-sleep-lm"
+    attribute_map = {"hidden_size": "dim", "num_hidden_layers": "num_layers", "max_position_embeddings": "max_positions"}
 
-    def __init__(
-        self,
-        vocab_size: int = 259,
-        dim: int = 64,
-        num_heads: int = 4,
-        num_layers: int = 1,
-        max_positions: int = 256,
-        mlp_ratio: int = 2,
-        cms_periods: tuple[int, ...] | list[int] = (1, 4, 16),
-        num_experts: int = 4,
-        expert_rank: int = 8,
-        expert_top_k: int = 0,
-        short_term: str = "attention",
-        short_term_options: dict | None = None,
-        pad_token_id: int = 256,
-        bos_token_id: int = 257,
-        eos_token_id: int = 258,
-        **kwargs,
-    ):
+    def __init__(self, vocab_size: int = 512, pad_token_id: int = 0, bos_token_id: int = 1, eos_token_id: int = 2, **kwargs):
+        defaults = Architecture()
+        for spec in fields(Architecture):
+            setattr(self, spec.name, kwargs.pop(spec.name, getattr(defaults, spec.name)))
+        self.short_term_options = dict(self.short_term_options or {})
         self.vocab_size = vocab_size
-        self.dim = dim
-        self.num_heads = num_heads
-        self.num_layers = num_layers
-        self.max_positions = max_positions
-        self.mlp_ratio = mlp_ratio
-        self.cms_periods = list(cms_periods)
-        self.num_experts = num_experts
-        self.expert_rank = expert_rank
-        self.expert_top_k = expert_top_k  # 0: every unlocked expert is used (exactly function-preserving expansion)
-        self.short_term = short_term
-        self.short_term_options = dict(short_term_options or {})
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal attention that ignores padded keys (left padding)."""
+def rotate(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    """RoPE: rotate each pair (x_i, x_{i+d/2}) of every head by position * base^(-2i/d); x: (B, H, T, d)."""
+    half = x.size(-1) // 2
+    frequencies = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = positions[:, None, :, None].float() * frequencies  # (B, 1, T, d/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    first, second = x[..., :half], x[..., half:]
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
-    def __init__(self, dim: int, num_heads: int):
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal attention with rotary positions that ignores padded keys (left or right padding)."""
+
+    def __init__(self, dim: int, num_heads: int, rope_base: float):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"learner.model.dim ({dim}) must be divisible by num_heads ({num_heads})")
+        if dim % num_heads or (dim // num_heads) % 2:
+            raise ValueError(f"model.dim ({dim}) must be divisible by model.num_heads ({num_heads}) into heads of even width")
         self.num_heads = num_heads
+        self.rope_base = rope_base
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         batch, time, dim = x.shape
         q, k, v = self.qkv(x).view(batch, time, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k = rotate(q, positions, self.rope_base), rotate(k, positions, self.rope_base)
         causal = torch.ones(time, time, dtype=torch.bool, device=x.device).tril()
         allowed = causal & attention_mask.bool()[:, None, None, :]
         allowed = allowed | torch.eye(time, dtype=torch.bool, device=x.device)  # a pad query still sees itself
@@ -97,29 +94,16 @@ class CausalSelfAttention(nn.Module):
 class KernelMixer(nn.Module):
     """A registered memory layer (`Cls(dim, num_heads, **opts)`, `forward(x, state) -> (y, state)`) as a mixer.
 
-    Padded positions are zeroed before the layer so left padding writes nothing into its state.
+    Padded positions are zeroed before the layer so padding writes nothing into its state.
     """
 
     def __init__(self, name: str, dim: int, num_heads: int, options: dict):
         super().__init__()
         self.layer = KERNELS.get(name)(dim, num_heads, **options)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         y, _ = self.layer(x * attention_mask[..., None].to(x.dtype), None)
         return y
-
-
-class ShortTermLayer(nn.Module):
-    def __init__(self, config: SleepLMConfig):
-        super().__init__()
-        self.norm = nn.LayerNorm(config.dim)
-        if config.short_term == "attention":
-            self.mixer: nn.Module = CausalSelfAttention(config.dim, config.num_heads)
-        else:
-            self.mixer = KernelMixer(config.short_term, config.dim, config.num_heads, config.short_term_options)
-
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return x + self.mixer(self.norm(x), attention_mask)
 
 
 class FeedForward(nn.Module):
@@ -132,61 +116,22 @@ class FeedForward(nn.Module):
         return self.fc_out(F.gelu(self.fc_in(x)))
 
 
-class LowRankExpert(nn.Module):
-    """x -> up(gelu(down(x))) with down: d x r, up: r x d; `gate` is this expert's router row."""
-
-    def __init__(self, dim: int, rank: int):
-        super().__init__()
-        self.down = nn.Linear(dim, rank, bias=False)
-        self.up = nn.Linear(rank, dim, bias=False)
-        self.gate = nn.Linear(dim, 1)
-        self.reset()
-
-    def reset(self) -> None:
-        """Fresh expert: random `down` and router row, zero `up`, so its output starts at exactly zero."""
-        nn.init.normal_(self.down.weight, std=1.0 / math.sqrt(self.down.in_features))
-        nn.init.zeros_(self.up.weight)
-        nn.init.normal_(self.gate.weight, std=0.02)
-        nn.init.zeros_(self.gate.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(F.gelu(self.down(x)))
-
-
-class CMSBlock(nn.Module):
-    """One CMS level: x + mlp(norm x) + sum_e mask_e * topk_e * sigmoid(gate_e(norm x)) * expert_e(norm x).
-
-    While dreaming, `novelty_expert`'s gate is forced to 1 (see SleepLM.novelty_routing).
-    """
+class DecoderLayer(nn.Module):
+    """x + mixer(norm x), then x + mlp(norm x) (pre-norm)."""
 
     def __init__(self, config: SleepLMConfig):
         super().__init__()
-        self.top_k = config.expert_top_k
-        self.norm = nn.LayerNorm(config.dim)
-        self.mlp = FeedForward(config.dim, config.mlp_ratio * config.dim)
-        self.experts = nn.ModuleList(LowRankExpert(config.dim, config.expert_rank) for _ in range(config.num_experts))
-        self.register_buffer("expert_mask", torch.zeros(config.num_experts))
-        self.novelty_expert: int | None = None  # set only while dreaming (SleepLM.novelty_routing)
+        self.mixer_norm = nn.LayerNorm(config.dim)
+        if config.short_term == "attention":
+            self.mixer: nn.Module = CausalSelfAttention(config.dim, config.num_heads, config.rope_base)
+        else:
+            self.mixer = KernelMixer(config.short_term, config.dim, config.num_heads, config.short_term_options)
+        self.mlp_norm = nn.LayerNorm(config.dim)
+        self.mlp: nn.Module = FeedForward(config.dim, config.mlp_ratio * config.dim)
 
-    def unlocked(self) -> list[int]:
-        return [e for e in range(len(self.experts)) if self.expert_mask[e] > 0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm(x)
-        out = x + self.mlp(h)
-        active = self.unlocked()  # locked experts are never computed: their contribution is exactly zero
-        if not active:
-            return out
-        gates = torch.cat([torch.sigmoid(self.experts[e].gate(h)) for e in active], dim=-1)
-        if 0 < self.top_k < len(active):
-            keep = torch.zeros_like(gates).scatter(-1, gates.topk(self.top_k, dim=-1).indices, 1.0)
-            gates = gates * keep
-        if self.novelty_expert in active:  # dreaming: the router also sends every token fully to this expert
-            gates = gates.clone()
-            gates[..., active.index(self.novelty_expert)] = 1.0
-        for slot, e in enumerate(active):
-            out = out + gates[..., slot : slot + 1] * self.experts[e](h)
-        return out
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = x + self.mixer(self.mixer_norm(x), attention_mask, positions)
+        return x + self.mlp(self.mlp_norm(x))
 
 
 class SleepLMBackbone(nn.Module):
@@ -196,9 +141,7 @@ class SleepLMBackbone(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.dim)
-        self.position = nn.Embedding(config.max_positions, config.dim)
-        self.layers = nn.ModuleList(ShortTermLayer(config) for _ in range(config.num_layers))
-        self.cms = nn.ModuleList(CMSBlock(config) for _ in config.cms_periods)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(config.dim)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: object) -> BaseModelOutput:
@@ -207,16 +150,14 @@ class SleepLMBackbone(nn.Module):
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at 0
         if int(positions.max()) >= self.config.max_positions:
             raise ValueError(f"sequence of {int(positions.max()) + 1} tokens exceeds max_positions={self.config.max_positions}")
-        x = self.embed(input_ids) + self.position(positions)
+        x = self.embed(input_ids)
         for layer in self.layers:
-            x = layer(x, attention_mask)
-        for block in self.cms:
-            x = block(x)
+            x = layer(x, attention_mask, positions)
         return BaseModelOutput(last_hidden_state=self.norm(x))
 
 
 class SleepLM(PreTrainedModel, GenerationMixin):
-    """The sleep learner's language model; works with TRL trainers and saves with safetensors.
+    """somna's base LM; works with TRL trainers and saves with safetensors.
 
     Hugging Face layout (TRL's GRPO calls the backbone `model` and the head `lm_head` itself).
     """
@@ -230,17 +171,10 @@ class SleepLM(PreTrainedModel, GenerationMixin):
         self.model = SleepLMBackbone(config)
         self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
         self.post_init()
-        for block in self.cms:  # after the generic init: experts need their zero `up` (function-preserving)
-            for expert in block.experts:
-                expert.reset()
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # no KV cache (see prepare_inputs_for_generation)
-
-    @property
-    def cms(self) -> nn.ModuleList:
-        return self.model.cms
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -278,40 +212,3 @@ class SleepLM(PreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         """No KV cache: every generation step re-reads the whole sequence (cheap at this size)."""
         return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-    # -- sleep plumbing -------------------------------------------------------------
-    def unlock_expert(self, block: int) -> int | None:
-        """Unlock the first locked expert of CMS block `block` (fresh, output zero); None when it is full."""
-        cms = self.cms[block]
-        for e in range(len(cms.experts)):
-            if cms.expert_mask[e] == 0:
-                cms.experts[e].reset()
-                cms.expert_mask[e] = 1.0
-                return e
-        return None
-
-    @contextmanager
-    def novelty_routing(self, generator: torch.Generator) -> Iterator[None]:
-        """While active, each CMS block also routes every token fully (gate 1) to one random unlocked expert.
-
-        The paper's dreaming novelty; blocks with no unlocked expert are unchanged.
-        """
-        for block in self.cms:
-            unlocked = block.unlocked()
-            if unlocked:
-                block.novelty_expert = unlocked[int(torch.randint(len(unlocked), (1,), generator=generator))]
-        try:
-            yield
-        finally:
-            for block in self.cms:
-                block.novelty_expert = None
-
-    def reset_experts(self, block: int) -> int:
-        """Lock and re-initialise every unlocked expert of `block` (synaptic pruning); returns how many."""
-        cms = self.cms[block]
-        count = 0
-        for e in cms.unlocked():
-            cms.experts[e].reset()
-            cms.expert_mask[e] = 0.0
-            count += 1
-        return count

@@ -18,7 +18,11 @@ that weighting applied to each term's gradient steps; alpha = 1 drops imitation.
 Both trainers see only parameters with requires_grad (the stage freezes the rest),
 run on CPU in fp32, save nothing and report to nothing. The `knowledge-seeding`
 stage below draws D from the teacher that `expansion` froze (or freezes one now,
-without expansion) on cues taken from the experience's documents.
+without expansion) on cues taken from the experience's documents. Every sequence
+either trainer samples or trains on is rendered by the tokenizer's chat template,
+which starts with <s> like every document wake reads: "<s>cue completion</s>".
+(Sampled without <s>, the teacher's continuations were noise: a woken model's loss
+on its own documents was 0.08 per token with it and 3.0 without.)
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast, PrinterCallba
 
 from somna.learners.base import Metrics, derive_seed
 from somna.learners.stages import SleepStage
+from somna.learners.text.encoding import context_length, sample_completions
 from somna.learners.text.rewards import abs_reward, combine_rewards, same_meaning
 from somna.platform.registry import register_sleep_stage
 
@@ -56,21 +61,6 @@ COMMON_ARGS: dict[str, Any] = {
     "weight_decay": 0.0,
     "dataloader_num_workers": 0,
 }
-
-
-@torch.no_grad()
-def sample(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, prompts: list[str], max_new_tokens: int, seed: int, temperature: float = 1.0
-) -> list[str]:
-    """Sampled completions of `prompts` (each rendered as a chat user turn), seeded."""
-    torch.manual_seed(seed)
-    rendered = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts]
-    batch = tokenizer(rendered, padding=True, return_tensors="pt", add_special_tokens=False)
-    model.eval()
-    out = model.generate(
-        **batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
-    )
-    return [tokenizer.decode(row, skip_special_tokens=True) for row in out[:, batch["input_ids"].size(1) :]]
 
 
 def unpatch(model: PreTrainedModel) -> None:
@@ -122,7 +112,7 @@ def distill(
             beta=beta,
             max_new_tokens=max_new_tokens,
             temperature=1.0,
-            max_length=student.config.max_positions,
+            max_length=context_length(student),
             seed=seed,
             **COMMON_ARGS,
         )
@@ -140,21 +130,25 @@ def imitate(
     *,
     gamma: float,
     z0: float,
+    judge_threshold: float,
     steps: int,
     lr: float,
     num_generations: int,
     max_new_tokens: int,
     seed: int,
 ) -> dict[str, float]:
-    """GRPO on "complete the teacher's sample": reward gamma r_sem + (1-gamma) r_abs against the teacher's rest."""
+    """GRPO on "complete the teacher's sample": reward gamma r_sem + (1-gamma) r_abs against the teacher's rest.
+
+    Prefixes are chat user turns, so the student continues "<s>prefix" like a document."""
     from trl import GRPOConfig, GRPOTrainer
 
     seen: dict[str, list[float]] = {"reward": [], "r_sem": [], "r_abs": []}
 
-    def reward(completions: list[str], target: list[str], **_: Any) -> list[float]:
+    def reward(completions: list[list[dict[str, str]]], target: list[str], **_: Any) -> list[float]:
         rewards = []
         for completion, wanted in zip(completions, target):
-            r_sem, r_abs = float(same_meaning(completion, wanted)), abs_reward(completion, wanted, z0)
+            text = completion[0]["content"].strip()
+            r_sem, r_abs = float(same_meaning(text, wanted, judge_threshold)), abs_reward(text, wanted, z0)
             rewards.append(combine_rewards(r_sem, r_abs, gamma))
             seen["r_sem"].append(r_sem)
             seen["r_abs"].append(r_abs)
@@ -179,7 +173,7 @@ def imitate(
             model=student,
             reward_funcs=reward,
             args=args,
-            train_dataset=datasets.Dataset.from_dict({"prompt": prefixes, "target": targets}),
+            train_dataset=datasets.Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in prefixes], "target": targets}),
             processing_class=tokenizer,
         )
         trainer.remove_callback(PrinterCallback)
@@ -200,6 +194,7 @@ class GKDSeedingOptions:
     alpha: float = 0.5  # L_KS weight of distillation vs imitation (1 = no imitation)
     gamma: float = 0.5  # imitation reward weight of r_sem vs r_abs
     z0: float = 0.5  # r_abs is 0 beyond this normalised edit distance
+    judge_threshold: float = 0.8  # r_sem = 1 when the completion's and the target's words have F1 >= this (any order)
     steps: int = 8
     lr: float = 1e-2
     num_prompts: int = 16
@@ -207,10 +202,10 @@ class GKDSeedingOptions:
     batch_size: int = 4
     num_generations: int = 4
     max_new_tokens: int = 24
-    prefix_fraction: float = 0.5  # the part of a teacher sample the student is given to complete
+    prefix_fraction: float = 0.5  # the share of a teacher sample's words the student is given to complete
 
     def __post_init__(self) -> None:
-        for key in ("lmbda", "beta", "alpha", "gamma", "z0", "prefix_fraction"):
+        for key in ("lmbda", "beta", "alpha", "gamma", "z0", "judge_threshold", "prefix_fraction"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"learner.sleep.options.knowledge-seeding.{key} must be in [0, 1], got {getattr(self, key)}")
 
@@ -220,7 +215,7 @@ class GKDSeeding(SleepStage):
     """L_KS = (1-alpha) E r - alpha E D over teacher samples, training only what expansion unlocked."""
 
     Options = GKDSeedingOptions
-    hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "receiver_block", "training_texts")
+    hooks = ("model", "cms", "tokenizer", "frozen_copy", "apply_pending_updates", "receiver_block", "training_texts")
 
     def __call__(self, learner: TextSleepLearner, context: TextSleepContext) -> Metrics:
         opts, model, tokenizer = self.options, learner.model, learner.tokenizer
@@ -229,7 +224,7 @@ class GKDSeeding(SleepStage):
         trainable = self.trainable(learner, context)
         seed = derive_seed(learner.seed, context.index, SEEDING_SALT)
         prompts = self.prompts(learner.training_texts(context.experience), seed)
-        completions = sample(teacher, tokenizer, prompts, opts.max_new_tokens, seed)
+        completions = sample_completions(teacher, tokenizer, prompts, opts.max_new_tokens, seed)
         metrics: Metrics = {"trainable_params": float(sum(p.numel() for p in trainable))}
         train_only(model, trainable)
         try:
@@ -240,11 +235,10 @@ class GKDSeeding(SleepStage):
                     batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens, seed=seed,
                 )
             if opts.alpha < 1:
-                dreams = [f"{p} {c}" for p, c in zip(prompts, completions)]
-                cuts = [max(1, int(len(d) * opts.prefix_fraction)) for d in dreams]
+                prefixes, targets = zip(*(split_words(f"{p} {c}", opts.prefix_fraction) for p, c in zip(prompts, completions)))
                 metrics |= imitate(
-                    model, tokenizer, [d[:k] for d, k in zip(dreams, cuts)], [d[k:] for d, k in zip(dreams, cuts)],
-                    gamma=opts.gamma, z0=opts.z0, steps=opts.steps, lr=(1 - opts.alpha) * opts.lr,
+                    model, tokenizer, list(prefixes), list(targets),
+                    gamma=opts.gamma, z0=opts.z0, judge_threshold=opts.judge_threshold, steps=opts.steps, lr=(1 - opts.alpha) * opts.lr,
                     num_generations=opts.num_generations, max_new_tokens=opts.max_new_tokens, seed=seed,
                 )
         finally:
@@ -254,11 +248,12 @@ class GKDSeeding(SleepStage):
 
     @staticmethod
     def trainable(learner: TextSleepLearner, context: TextSleepContext) -> list[torch.nn.Parameter]:
-        """The expert expansion unlocked, else the whole receiving block."""
+        """The expert this sleep's expansion unlocked; without expansion in the stages (the -expansion
+        ablation, opsd), the receiving CMS level itself."""
         if context.new_expert is not None:
             block, expert = context.new_expert
-            return list(learner.model.cms[block].experts[expert].parameters())
-        return list(learner.model.cms[learner.receiver_block()].parameters())
+            return list(learner.cms[block].experts[expert].parameters())
+        return list(learner.cms[learner.receiver_block()].parameters())
 
     def prompts(self, texts: list[str], seed: int) -> list[str]:
         """Openings of the experience's documents: the cues the teacher dreams from."""
@@ -266,6 +261,13 @@ class GKDSeeding(SleepStage):
         order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
         picks = (order * (count // max(len(order), 1) + 1))[:count]
         return [" ".join(texts[i].split()[: self.options.prompt_words]) for i in picks]
+
+
+def split_words(text: str, fraction: float) -> tuple[str, str]:
+    """(the first `fraction` of the words, at least one; the rest): a prefix to complete and its target."""
+    words = text.split()
+    cut = max(1, int(len(words) * fraction))
+    return " ".join(words[:cut]), " ".join(words[cut:])
 
 
 def train_only(model: torch.nn.Module, parameters: list[torch.nn.Parameter]) -> None:

@@ -1,0 +1,149 @@
+"""The Continuum Memory System of a text learner: the MLPs of a base's last layers, each with masked low-rank experts.
+
+PAPERS.md, "Language Models Need Sleep": the CMS is a chain of MLP blocks ordered by update
+period C(l); each is a mixture of experts behind a router, with parameters pre-allocated and
+masked until a sleep unlocks them. `attach_cms` builds it on any causal LM: the MLPs (modules
+named `mlp`) of the base's last `levels` layers become levels 0..levels-1 in depth order, each
+wrapped as
+
+    ExpertMLP(x) = mlp(x) + sum_e mask_e * topk_e * sigmoid(gate_e(x)) * up_e(gelu(down_e(x)))
+
+with `num_experts` rank-r experts (down: d x r, up: r x d). Experts start locked (mask 0) and are
+never computed, so a wrapped model computes exactly what its base did; a sleep unlocks one
+(`ExpertMLP.unlock`), and since `up` starts at zero and the router is a sigmoid (not a softmax
+over experts), unlocking changes no logit until the expert is trained: expansion is
+function-preserving. somna's SleepLM and a Hugging Face model (Llama, GPT-2, Qwen: any whose
+decoder layers call their MLP `mlp`) get the same wrapping.
+
+Module names: <layer>.mlp.base (the original MLP), <layer>.mlp.experts.{e}.down / .up / .gate;
+buffer <layer>.mlp.expert_mask: (num_experts,), 1.0 = unlocked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LowRankExpert(nn.Module):
+    """x -> up(gelu(down(x))) with down: d x r, up: r x d; `gate` is this expert's router row."""
+
+    def __init__(self, dim: int, rank: int):
+        super().__init__()
+        self.down = nn.Linear(dim, rank, bias=False)
+        self.up = nn.Linear(rank, dim, bias=False)
+        self.gate = nn.Linear(dim, 1)
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh expert: random `down` and router row, zero `up`, so its output starts at exactly zero."""
+        nn.init.normal_(self.down.weight, std=1.0 / math.sqrt(self.down.in_features))
+        nn.init.zeros_(self.up.weight)
+        nn.init.normal_(self.gate.weight, std=0.02)
+        nn.init.zeros_(self.gate.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(F.gelu(self.down(x)))
+
+
+class ExpertMLP(nn.Module):
+    """One CMS level: a base MLP plus its masked low-rank experts (see the module docstring).
+
+    While dreaming, `novelty_expert`'s gate is forced to 1 (see `novelty_routing`)."""
+
+    def __init__(self, base: nn.Module, dim: int, num_experts: int, rank: int, top_k: int = 0):
+        super().__init__()
+        self.base = base
+        self.top_k = top_k  # 0: every unlocked expert is used (exactly function-preserving expansion)
+        reference = next(base.parameters())
+        self.experts = nn.ModuleList(LowRankExpert(dim, rank) for _ in range(num_experts)).to(reference.device, reference.dtype)
+        self.register_buffer("expert_mask", torch.zeros(num_experts, device=reference.device))
+        self.novelty_expert: int | None = None
+
+    def unlocked(self) -> list[int]:
+        return [e for e in range(len(self.experts)) if self.expert_mask[e] > 0]
+
+    def unlock(self) -> int | None:
+        """Unlock the first locked expert (fresh, output zero) and return it; None when none is left."""
+        for e in range(len(self.experts)):
+            if self.expert_mask[e] == 0:
+                self.experts[e].reset()
+                self.expert_mask[e] = 1.0
+                return e
+        return None
+
+    def reset_experts(self) -> int:
+        """Lock and re-initialise every unlocked expert (synaptic pruning); returns how many."""
+        unlocked = self.unlocked()
+        for e in unlocked:
+            self.experts[e].reset()
+            self.expert_mask[e] = 0.0
+        return len(unlocked)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        active = self.unlocked()  # locked experts are never computed: their contribution is exactly zero
+        if not active:
+            return out
+        gates = torch.cat([torch.sigmoid(self.experts[e].gate(x)) for e in active], dim=-1)
+        if 0 < self.top_k < len(active):
+            keep = torch.zeros_like(gates).scatter(-1, gates.topk(self.top_k, dim=-1).indices, 1.0)
+            gates = gates * keep
+        if self.novelty_expert in active:  # dreaming: the router also sends every token fully to this expert
+            gates = gates.clone()
+            gates[..., active.index(self.novelty_expert)] = 1.0
+        for slot, e in enumerate(active):
+            out = out + gates[..., slot : slot + 1] * self.experts[e](x)
+        return out
+
+
+def hidden_size(model: nn.Module) -> int:
+    """The width of the model's residual stream (the input and output size of its MLPs)."""
+    config = model.config
+    for key in ("hidden_size", "n_embd", "d_model"):
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    raise ValueError(f"learner.model.base: cannot tell the hidden size of {type(model).__name__} from its config")
+
+
+def attach_cms(model: nn.Module, levels: int, num_experts: int, rank: int, top_k: int = 0) -> list[ExpertMLP]:
+    """Wrap the MLPs of the model's last `levels` layers as CMS levels (in place); returns them, level 0 first."""
+    mlps = [name for name, _ in model.named_modules() if name.rsplit(".", 1)[-1] == "mlp"]
+    if len(mlps) < levels:
+        raise ValueError(
+            f"learner.model.cms_periods has {levels} levels but the base ({type(model).__name__}) has {len(mlps)} "
+            f"MLP layers to put them on; use at most {len(mlps)} periods"
+        )
+    dim = hidden_size(model)
+    for name in mlps[len(mlps) - levels :]:
+        parent, _, attribute = name.rpartition(".")
+        holder = model.get_submodule(parent) if parent else model
+        setattr(holder, attribute, ExpertMLP(getattr(holder, attribute), dim, num_experts, rank, top_k))
+    return cms_blocks(model)
+
+
+def cms_blocks(model: nn.Module) -> list[ExpertMLP]:
+    """The CMS levels of a model `attach_cms` wrapped, level 0 (the fastest) first."""
+    return [module for module in model.modules() if isinstance(module, ExpertMLP)]
+
+
+@contextmanager
+def novelty_routing(model: nn.Module, generator: torch.Generator) -> Iterator[None]:
+    """While active, each CMS level also routes every token fully (gate 1) to one random unlocked expert.
+
+    The paper's dreaming novelty; levels with no unlocked expert are unchanged."""
+    blocks = cms_blocks(model)
+    for block in blocks:
+        unlocked = block.unlocked()
+        if unlocked:
+            block.novelty_expert = unlocked[int(torch.randint(len(unlocked), (1,), generator=generator))]
+    try:
+        yield
+    finally:
+        for block in blocks:
+            block.novelty_expert = None
