@@ -151,6 +151,9 @@ def test_the_in_context_ceiling_reads_the_passage_the_base_learned_to_read():
     assert learner.probe_prompt(row) == f"{row['context']} {row['prompt']}"
     closed = setup("learner=finetune", "curriculum.entities_per_experience=25", stages=[])[2]
     assert learner.evaluate(curriculum[0])["exact_match"] > 0.4 > 0.2 > closed.evaluate(curriculum[0])["exact_match"]
+    weights = {name: tensor.clone() for name, tensor in learner.model.state_dict().items()}
+    learner.wake(curriculum[0])  # the knowledge stays in the prompt: the reading base is not fine-tuned away
+    assert all(torch.equal(tensor, learner.model.state_dict()[name]) for name, tensor in weights.items())
 
 
 @pytest.mark.learned
