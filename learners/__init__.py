@@ -12,7 +12,7 @@ from somna.learners import hypernet, nested_opt, vector  # noqa: F401,E402  (reg
 from somna.platform.registry import LEARNERS, SLEEP_STAGES  # noqa: E402
 
 TEXT_PACKAGE = "somna.learners.text"
-LEARNERS.defer(TEXT_PACKAGE, "finetune", "finetune-no-dream", "replay", "in-context", "sleep", "opsd", "seal", "hnet")
+LEARNERS.defer(TEXT_PACKAGE, "base", "finetune", "finetune-no-dream", "replay", "in-context", "sleep", "opsd", "seal", "hnet")
 SLEEP_STAGES.defer(TEXT_PACKAGE, "expansion", "knowledge-seeding", "dreaming")
 
 __all__ = [

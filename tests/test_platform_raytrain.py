@@ -64,9 +64,9 @@ def test_bad_sleep_worker_settings_are_config_errors(overrides, message):
 
 
 @pytest.mark.slow
-def test_a_text_learner_with_a_pending_wake_update_sleeps_on_a_worker_exactly_as_in_the_actor(tmp_path, ray_session):
-    # one wake step leaves the period-4 block's gradient pending: it must travel to the worker in the state dict
-    overrides = ["executor=ray", "logging.progress=false", "curriculum.num_experiences=1", "learner.epochs=1", "learner.model.cms_periods=[1,4]"]
+def test_a_text_learner_with_a_written_fast_memory_sleeps_on_a_worker_exactly_as_in_the_actor(tmp_path, ray_session):
+    # wake wrote CMS level 0: its pre-wake weights (what sleep resets it to) must travel to the worker in the state dict
+    overrides = ["executor=ray", "logging.progress=false", "curriculum.num_experiences=1", "learner.fast_memory=cms", "learner.lr=0.01"]
     in_actor = run(load_config("fact-stream-micro", overrides), tmp_path / "actor")
     on_worker = run(load_config("fact-stream-micro", [*overrides, "resources.sleep.workers=1"]), tmp_path / "worker")
     assert on_worker == in_actor

@@ -35,13 +35,13 @@ from somna.evals.stats import mean_ci
 from somna.platform.provenance import provenance_line
 
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
+    "base": ("base", []),
     "finetune": ("finetune", []),
     "replay": ("replay", []),
-    "opsd": ("opsd", []),
-    "sleep": ("sleep", []),
-    "sleep −imitation": ("sleep", ["learner.sleep.options.knowledge-seeding.alpha=1.0"]),
-    "sleep −semantic reward": ("sleep", ["learner.sleep.options.knowledge-seeding.gamma=0.0"]),
+    "sleep (fast memory: context)": ("sleep", []),
+    "sleep −protection": ("sleep", ["learner.sleep.options.knowledge-seeding.protect_share=0.0"]),
     "sleep −expansion": ("sleep", ["learner.sleep.stages=[knowledge-seeding]"]),
+    "sleep (fast memory: CMS level 0)": ("sleep", ["learner.fast_memory=cms", "learner.lr=0.01"]),
     "in-context (ceiling)": ("in-context", []),
 }
 BASELINE_ROWS = ("finetune", "replay", "opsd", "sleep")
@@ -101,8 +101,6 @@ def fact_stream_table(results: dict[str, list[Outcome]]) -> str:
         "| fact-stream | no-context QA, newest experience | ACC | BWT | skill retention | run time (s) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    base = results["finetune"]
-    lines.append(f"| base | {fmt([run.b[-1] for run in base])} | {fmt([run.b.mean() for run in base])} | — | — | — |")
     for label, runs in results.items():
         lines.append(
             f"| {label} | {fmt([run.R[-1, -1] for run in runs])} | {fmt([metrics.acc(run.R) for run in runs])} | "

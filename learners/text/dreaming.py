@@ -55,7 +55,7 @@ from somna.learners.shared.distributed import DataParallel
 from somna.learners.stages import SleepStage
 from somna.learners.text.encoding import answer_nll, encode_pairs, sample_completions
 from somna.learners.text.experts import novelty_routing
-from somna.learners.text.learner import TextLearner
+from somna.learners.text.learner import TextLearner, training_only
 from somna.platform.registry import register_sleep_stage
 
 LORA_TARGETS = "all-linear"  # PEFT: every linear layer but the LM head, whatever the base calls them
@@ -231,7 +231,7 @@ class ReSTEMDreaming(SleepStage):
     """ReST-EM dreaming: sample dreams, select by gradient, reward through LoRA copies, fit the rewarded ones."""
 
     Options = ReSTEMDreamingOptions
-    hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "training_texts")
+    hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "training_texts", "sleep_parameters")
 
     def __call__(self, learner: TextLearner, context: SleepContext) -> Metrics:
         opts = self.options
@@ -244,6 +244,15 @@ class ReSTEMDreaming(SleepStage):
             learner.config.max_length, torch.get_num_threads(),
         )
         anchors = learner.training_texts(context.experience) if opts.anchor_documents else []
+        with training_only(learner.model, learner.sleep_parameters(context)):
+            return self.dream(learner, context, generator, passages, probes, reference, trial, anchors)
+
+    def dream(
+        self, learner: TextLearner, context: SleepContext, generator: torch.Generator, passages: list[str],
+        probes: tuple[list[str], list[str]], reference: torch.nn.Module, trial: LoraTrial, anchors: list[str],
+    ) -> Metrics:
+        """The ReST-EM rounds and the final consolidation (see the module docstring)."""
+        opts = self.options
         records: list[DreamRecord] = []
         rewarded: list[DreamRecord] = []
         fractions = []

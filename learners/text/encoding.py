@@ -110,6 +110,8 @@ def greedy_answers(model: torch.nn.Module, tokenizer: Any, prompts: list[str], m
 @torch.no_grad()
 def sample_completions(model: torch.nn.Module, tokenizer: Any, prompts: list[str], max_new_tokens: int, seed: int, temperature: float = 1.0) -> list[str]:
     """Sampled completions of `prompts`, each rendered as a chat user turn ("<s>prompt"), seeded; stripped."""
+    if not prompts:
+        return []
     torch.manual_seed(seed)
     rendered = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts]
     batch = on_device(tokenizer(rendered, padding=True, return_tensors="pt", add_special_tokens=False), model)
@@ -153,3 +155,29 @@ def score_model(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, str
         lambda prompts, answers: answer_nll(model, tokenizer, prompts, answers, max_length),
         batch_size,
     )
+
+
+def scored_log_probs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Log-probabilities over the vocabulary at each scored token of an `encode_pairs` batch: (tokens, vocab), row order."""
+    batch = on_device(batch, model)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    return logits[batch["labels"][:, 1:] != IGNORE].log_softmax(-1)
+
+
+def kl_divergence(target: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of KL(target || model), both given as log-probabilities (tokens, vocab)."""
+    return (target.exp() * (target - log_probs)).sum(-1).mean()
+
+
+@torch.no_grad()
+def completion_kl(
+    teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: Any,
+    teacher_prompts: list[str], student_prompts: list[str], completions: list[str], max_length: int,
+) -> float:
+    """Mean per-token KL(teacher || student) over the completions' tokens (and </s>), each model reading its own prompt.
+
+    The teacher–student gap of a sleep: the completion is tokenized on its own, so both sides score
+    the same tokens whatever precedes them (a teacher may have the passage in its prompt)."""
+    teacher_lp = scored_log_probs(teacher, encode_pairs(tokenizer, teacher_prompts, completions, max_length))
+    student_lp = scored_log_probs(student, encode_pairs(tokenizer, student_prompts, completions, max_length))
+    return float(kl_divergence(teacher_lp, student_lp))

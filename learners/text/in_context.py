@@ -10,19 +10,13 @@ the `world` base, fine-tuning on fact-stream keeps 0.19 of the base's reading sk
 
 from __future__ import annotations
 
-from typing import Any
-
-from somna.learners.base import Metrics
-from somna.learners.text.learner import TextLearner
+from somna.learners.text.base_lm import BaseLM
 from somna.platform.registry import register_learner
 
 
 @register_learner("in-context")
-class InContextLM(TextLearner):
+class InContextLM(BaseLM):
     """The base, unchanged, evaluated with each probe's passage in the prompt (the ceiling)."""
-
-    def wake(self, experience: Any) -> Metrics:
-        return {"train_documents": 0.0}
 
     def probe_prompt(self, row: dict[str, str]) -> str:
         return f"{row['context']} {row['prompt']}" if row.get("context") else row["prompt"]

@@ -20,6 +20,8 @@ one before the stream, carries them once: the run's skill retention.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,22 @@ from somna.learners.text.encoding import answer_nll, encode_documents, greedy_an
 from somna.learners.text.experts import ExpertMLP, attach_cms, cms_blocks
 
 SKILL_PREFIX = "skill/"
+
+
+@contextmanager
+def training_only(model: torch.nn.Module, parameters: list[torch.nn.Parameter]) -> Iterator[None]:
+    """requires_grad on exactly `parameters` while active (TRL's trainers and every loop here optimise
+    whatever requires grad, and frozen weights then get no gradients at all); the flags and eval mode after."""
+    keep = {id(p) for p in parameters}
+    before = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    for parameter, _ in before:
+        parameter.requires_grad_(id(parameter) in keep)
+    try:
+        yield
+    finally:
+        for parameter, flag in before:
+            parameter.requires_grad_(flag)
+        model.eval()
 
 
 @dataclass
@@ -61,7 +79,8 @@ class TextLearnerConfig(LearnerConfig):
 class TextSleepContext(SleepContext):
     """A text learner's sleep: what its stages hand each other (expansion -> knowledge seeding)."""
 
-    teacher: torch.nn.Module | None = None  # the model before expansion and the pending update (frozen)
+    teacher: torch.nn.Module | None = None  # the model as woken, with its fast memory (frozen)
+    slow: torch.nn.Module | None = None  # the model without its fast memory, before this sleep trained anything (frozen)
     new_expert: tuple[int, int] | None = None  # (CMS level, expert) that expansion unlocked
 
 
@@ -127,10 +146,14 @@ class TextLearner(Learner):
         return [(period, torch.optim.Adam(params, lr=self.config.lr)) for period, params in self.parameter_groups()]
 
     def wake(self, experience: Any) -> Metrics:
-        texts = self.training_texts(experience)
         self.model.zero_grad(set_to_none=True)  # a sleep stage's last backward must not add to wake's first update
         self._optimizers = self.new_optimizers()
-        generator = self.generator(experience.index)
+        return self.read(self.training_texts(experience), self._optimizers, experience.index)
+
+    def read(self, texts: list[str], optimizers: list[tuple[int, torch.optim.Optimizer]], index: int) -> Metrics:
+        """Online next-token learning on `texts` (`epochs` passes, shuffled by experience `index`): each
+        optimizer steps its parameters every `period` batches, their gradients summed in between."""
+        generator = self.generator(index)
         self.model.train()
         total, steps = 0.0, 0
         for _ in range(self.config.epochs):
@@ -139,7 +162,7 @@ class TextLearner(Learner):
                 loss = self.model(**batch).loss
                 loss.backward()
                 self.step += 1
-                for period, optimizer in self._optimizers:
+                for period, optimizer in optimizers:
                     if int(self.step) % period == 0:  # block l takes its summed update every C(l) steps
                         optimizer.step()
                         optimizer.zero_grad()
@@ -162,6 +185,10 @@ class TextLearner(Learner):
     def end_sleep(self, context: SleepContext) -> None:
         """Whatever update the stages left pending lands now, so the next wake starts from it."""
         self.apply_pending_updates()
+
+    def sleep_parameters(self, context: TextSleepContext) -> list[torch.nn.Parameter]:
+        """What this learner's sleep stages may train: the whole model (the sleep learner narrows it)."""
+        return list(self.model.parameters())
 
     def frozen_copy(self) -> torch.nn.Module:
         """The model as it is now, frozen: a sleep's teacher (LM_theta of the paper) or reference."""

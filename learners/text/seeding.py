@@ -39,7 +39,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast, PrinterCallba
 
 from somna.learners.base import Metrics, derive_seed
 from somna.learners.stages import SleepStage
-from somna.learners.text.encoding import context_length, sample_completions
+from somna.learners.text.encoding import (
+    completion_kl, context_length, encode_pairs, greedy_answers, kl_divergence, sample_completions, score_model, scored_log_probs,
+)
+from somna.learners.text.learner import training_only
 from somna.learners.text.rewards import abs_reward, combine_rewards, same_meaning
 from somna.platform.registry import register_sleep_stage
 
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from somna.learners.text.sleep import TextSleepLearner
 
 SEEDING_SALT = 7
+PROTECT_TEMPERATURE = 0.7  # the slow model's own generations: at 1.0 a small base's samples drift off its knowledge
 
 COMMON_ARGS: dict[str, Any] = {
     "bf16": False,
@@ -64,7 +68,7 @@ COMMON_ARGS: dict[str, Any] = {
 
 
 def unpatch(model: PreTrainedModel) -> None:
-    """Drop the instance-level `forward` GRPO installs (its fused LM head closes over *this* object's
+    """Drop the instance-level `forward` a TRL trainer installs (its fused LM head closes over *this* object's
     original forward, so a deepcopy — the next sleep's teacher, a LoRA copy — would silently run the
     original's weights)."""
     model.__dict__.pop("forward", None)
@@ -118,7 +122,10 @@ def distill(
         )
         trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=datasets.Dataset.from_dict({"messages": rows}), processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)  # metrics go to the sleep event, not stdout
-        trainer.train()
+        try:
+            trainer.train()
+        finally:
+            unpatch(student)
         return {"gkd_loss": _last_logged(trainer.state.log_history, "loss")}
 
 
@@ -191,76 +198,212 @@ class GKDSeedingOptions:
 
     lmbda: float = 0.5  # on-policy fraction of GKD's sequences
     beta: float = 0.5  # divergence: 0 forward KL, 1 reverse KL, 0.5 JSD
-    alpha: float = 0.5  # L_KS weight of distillation vs imitation (1 = no imitation)
+    alpha: float = 1.0  # L_KS weight of distillation vs imitation (1 = no imitation; see the README for why it is off)
     gamma: float = 0.5  # imitation reward weight of r_sem vs r_abs
     z0: float = 0.5  # r_abs is 0 beyond this normalised edit distance
     judge_threshold: float = 0.8  # r_sem = 1 when the completion's and the target's words have F1 >= this (any order)
-    steps: int = 8
-    lr: float = 1e-2
-    num_prompts: int = 16
-    prompt_words: int = 3  # a cue is the first words of a document
+    steps: int = 300  # distillation steps (and as many token-level GKD steps when the fast memory is in the weights)
+    imitation_steps: int = 8  # GRPO steps
+    rounds: int = 2  # alternations of token-level GKD and sequence-level steps (a fast memory in the weights only)
+    lr: float = 2e-2
+    questions_per_passage: int = 8  # questions the teacher writes about each passage (its own QA)
+    num_prompts: int = 16  # restatement cues: the first `prompt_words` words of the experience's documents
+    prompt_words: int = 3
+    protect_prompts: int = 256  # the slow model's own generations it must keep producing (0: no protection)
+    protect_share: float = 0.8  # the share of each sequence-level batch's rows that are those generations
     batch_size: int = 4
     num_generations: int = 4
     max_new_tokens: int = 24
-    prefix_fraction: float = 0.5  # the share of a teacher sample's words the student is given to complete
+    prefix_fraction: float = 0.5  # the share of a restatement's words the student is given to complete
 
     def __post_init__(self) -> None:
         for key in ("lmbda", "beta", "alpha", "gamma", "z0", "judge_threshold", "prefix_fraction"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"learner.sleep.options.knowledge-seeding.{key} must be in [0, 1], got {getattr(self, key)}")
+        if not 0.0 <= self.protect_share < 1.0:
+            raise ValueError(f"learner.sleep.options.knowledge-seeding.protect_share must be in [0, 1), got {self.protect_share}")
+        if self.rounds < 1 or min(self.steps, self.imitation_steps, self.questions_per_passage, self.num_prompts, self.protect_prompts) < 0:
+            raise ValueError("learner.sleep.options.knowledge-seeding: rounds must be >= 1 and the step and prompt counts >= 0")
+
+
+@dataclass
+class SeedingData:
+    """Distillation pairs: the student reads `prompts`, the teacher `teacher_prompts` (its fast memory in context)."""
+
+    prompts: list[str]
+    teacher_prompts: list[str]
+    completions: list[str]
 
 
 @register_sleep_stage("knowledge-seeding", modality="text")
 class GKDSeeding(SleepStage):
-    """L_KS = (1-alpha) E r - alpha E D over teacher samples, training only what expansion unlocked."""
+    """L_KS = (1-alpha) E r - alpha E D: the new knowledge from the teacher, the old protected by the slow model.
+
+    Trains only `learner.sleep_parameters` (the new expert and its router row). The data, drawn fresh
+    each sleep from the models themselves (no stored raw data, no probe of any split):
+      new      the teacher's own QA about each new passage (it reads the passage and writes a question;
+               the question, asked closed-book, gets the teacher's answer from its fast memory) and
+               its restatements (completions of each passage's opening words);
+      protect  the slow model's own generations from "Q:" and from nothing (its QA and passages
+               about what it knew before this sleep), which the student must keep predicting as the
+               slow model does: the router learns to keep the new expert off them.
+    A teacher whose fast memory is in its weights is distilled token by token (TRL GKD); a teacher
+    that reads the passage in context is distilled through its samples (supervised steps on them),
+    since its distributions on the student's prompt are not what it knows. Learning to imitate (GRPO)
+    then rewards the student's completions of the new pairs. Logged: the teacher–student KL on the new
+    pairs before and after, and dev-split exact match of the teacher (the "in fast memory" ceiling)
+    and of the student before and after.
+    """
 
     Options = GKDSeedingOptions
-    hooks = ("model", "cms", "tokenizer", "frozen_copy", "apply_pending_updates", "receiver_block", "training_texts")
+    hooks = ("model", "tokenizer", "fast_memory", "sleep_parameters", "training_texts", "frozen_copy")
 
     def __call__(self, learner: TextSleepLearner, context: TextSleepContext) -> Metrics:
         opts, model, tokenizer = self.options, learner.model, learner.tokenizer
         teacher = context.teacher or learner.frozen_copy()
-        learner.apply_pending_updates()
-        trainable = self.trainable(learner, context)
+        slow = context.slow or learner.frozen_copy()
         seed = derive_seed(learner.seed, context.index, SEEDING_SALT)
-        prompts = self.prompts(learner.training_texts(context.experience), seed)
-        completions = sample_completions(teacher, tokenizer, prompts, opts.max_new_tokens, seed)
-        metrics: Metrics = {"trainable_params": float(sum(p.numel() for p in trainable))}
-        train_only(model, trainable)
-        try:
-            if opts.alpha > 0:
-                metrics |= distill(
-                    model, teacher, tokenizer, prompts, completions,
-                    lmbda=opts.lmbda, beta=opts.beta, steps=opts.steps, lr=opts.alpha * opts.lr,
-                    batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens, seed=seed,
+        new = self.new_knowledge(learner, teacher, context.experience, seed)
+        protect = self.protection(learner, slow, seed)
+        gap = lambda: completion_kl(teacher, model, tokenizer, new.teacher_prompts, new.prompts, new.completions, learner.config.max_length)  # noqa: E731
+        trainable = learner.sleep_parameters(context)
+        metrics: Metrics = {"trainable_params": float(sum(p.numel() for p in trainable)), "new_pairs": float(len(new.prompts)), "kl_before": gap()}
+        metrics |= dev_scores(learner, teacher, context.experience, "before")
+        with training_only(model, trainable):
+            rounds = opts.rounds if learner.fast_memory.in_weights else 1
+            for round_index in range(rounds if opts.alpha > 0 else 0):
+                steps = share(opts.steps, rounds, round_index)
+                if learner.fast_memory.in_weights:
+                    metrics |= self.gkd(learner, teacher, new, steps, seed + round_index)
+                metrics["sequence_kd_loss"] = supervised_steps(
+                    learner, new, protect, slow, steps, opts.alpha * opts.lr, opts.batch_size, opts.protect_share, seed + round_index
                 )
-            if opts.alpha < 1:
-                prefixes, targets = zip(*(split_words(f"{p} {c}", opts.prefix_fraction) for p, c in zip(prompts, completions)))
+            if opts.alpha < 1 and opts.imitation_steps:
                 metrics |= imitate(
-                    model, tokenizer, list(prefixes), list(targets),
-                    gamma=opts.gamma, z0=opts.z0, judge_threshold=opts.judge_threshold, steps=opts.steps, lr=(1 - opts.alpha) * opts.lr,
-                    num_generations=opts.num_generations, max_new_tokens=opts.max_new_tokens, seed=seed,
+                    model, tokenizer, *imitation_targets(new, opts.prefix_fraction),
+                    gamma=opts.gamma, z0=opts.z0, judge_threshold=opts.judge_threshold, steps=opts.imitation_steps,
+                    lr=(1 - opts.alpha) * opts.lr, num_generations=opts.num_generations, max_new_tokens=opts.max_new_tokens, seed=seed,
                 )
-        finally:
-            train_only(model, list(model.parameters()))
-            model.eval()
-        return metrics
+        metrics["kl_after"] = gap()
+        return metrics | dev_scores(learner, None, context.experience, "after")
 
-    @staticmethod
-    def trainable(learner: TextSleepLearner, context: TextSleepContext) -> list[torch.nn.Parameter]:
-        """The expert this sleep's expansion unlocked; without expansion in the stages (the -expansion
-        ablation, opsd), the receiving CMS level itself."""
-        if context.new_expert is not None:
-            block, expert = context.new_expert
-            return list(learner.cms[block].experts[expert].parameters())
-        return list(learner.cms[learner.receiver_block()].parameters())
+    def new_knowledge(self, learner: TextSleepLearner, teacher: torch.nn.Module, experience: Any, seed: int) -> SeedingData:
+        """The teacher's QA about each passage and its restatements (see the class docstring)."""
+        opts, tokenizer, memory = self.options, learner.tokenizer, learner.fast_memory
+        passages = learner.training_texts(experience)
+        asked = [p for p in passages for _ in range(opts.questions_per_passage)]
+        written = sample_completions(teacher, tokenizer, [f"{p} Q:" for p in asked], opts.max_new_tokens, seed)
+        questions = [(passage, q) for passage, q in zip(asked, (question_of(text) for text in written)) if q]
+        cues = [(passages[i], " ".join(passages[i].split()[: opts.prompt_words])) for i in pick(len(passages), opts.num_prompts, seed)]
+        prompts = [f"Q: {q} A:" for _, q in questions] + [cue for _, cue in cues]
+        teacher_prompts = [memory.teacher_prompt(prompt, passage) for (passage, _), prompt in zip(questions + cues, prompts)]
+        answers = greedy_answers(teacher, tokenizer, teacher_prompts[: len(questions)], opts.max_new_tokens)
+        restatements = [memory.recall(passage, cue) for passage, cue in cues]  # verbatim when the store holds the passage
+        missing = [i for i, text in enumerate(restatements) if text is None]
+        samples = sample_completions(teacher, tokenizer, [teacher_prompts[len(questions) + i] for i in missing], opts.max_new_tokens, seed)
+        for i, text in zip(missing, samples):
+            restatements[i] = text.split(" Q:")[0]
+        keep = [i for i, completion in enumerate(answers + restatements) if completion]
+        completions = answers + restatements
+        return SeedingData([prompts[i] for i in keep], [teacher_prompts[i] for i in keep], [completions[i] for i in keep])
 
-    def prompts(self, texts: list[str], seed: int) -> list[str]:
-        """Openings of the experience's documents: the cues the teacher dreams from."""
-        count = self.options.num_prompts
-        order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
-        picks = (order * (count // max(len(order), 1) + 1))[:count]
-        return [" ".join(texts[i].split()[: self.options.prompt_words]) for i in picks]
+    def protection(self, learner: TextSleepLearner, slow: torch.nn.Module, seed: int) -> SeedingData:
+        """The slow model's own generations, what it must keep producing: passages it writes from nothing, its
+        reading items about them (question and answer after the passage) and those questions asked closed-book."""
+        opts, tokenizer = self.options, learner.tokenizer
+        written = sample_completions(slow, tokenizer, [""] * opts.protect_prompts, 2 * opts.max_new_tokens, seed + 1, PROTECT_TEMPERATURE)
+        reading = [f"{passage} Q:" for passage in (text.split(" Q:")[0] for text in written) if passage]
+        items = sample_completions(slow, tokenizer, reading, opts.max_new_tokens, seed + 2, PROTECT_TEMPERATURE)
+        closed = [f"Q: {q} A:" for q in map(question_of, items) if q]
+        pairs = list(zip(reading, items)) + list(zip(closed, greedy_answers(slow, tokenizer, closed, opts.max_new_tokens)))
+        pairs = [(prompt, completion) for prompt, completion in pairs if completion]
+        return SeedingData([p for p, _ in pairs], [p for p, _ in pairs], [c for _, c in pairs])
+
+    def gkd(self, learner: TextSleepLearner, teacher: torch.nn.Module, data: SeedingData, steps: int, seed: int) -> Metrics:
+        opts = self.options
+        return distill(
+            learner.model, teacher, learner.tokenizer, data.prompts, data.completions,
+            lmbda=opts.lmbda, beta=opts.beta, steps=steps, lr=opts.alpha * opts.lr,
+            batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens, seed=seed,
+        )
+
+
+def share(total: int, parts: int, index: int) -> int:
+    """Part `index` of `total` split into `parts` near-equal integers."""
+    return total // parts + (index < total % parts)
+
+
+def question_of(text: str) -> str:
+    """The question in a teacher's "{question} A: {answer}" after "{passage} Q:" ("" when it wrote none)."""
+    question, marker, _ = text.partition("A:")
+    question = question.strip()
+    return question if marker and question.endswith("?") else ""
+
+
+def pick(count: int, wanted: int, seed: int) -> list[int]:
+    """`wanted` indices into `count` items: a seeded permutation, repeated as needed."""
+    if not count:
+        return []
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    return (order * (wanted // count + 1))[:wanted]
+
+
+def imitation_targets(data: SeedingData, fraction: float) -> tuple[list[str], list[str]]:
+    """GRPO's (prefix, target): a question's prompt and the teacher's answer; a restatement split at `fraction` of its words."""
+    prefixes, targets = [], []
+    for prompt, completion in zip(data.prompts, data.completions):
+        prefix, target = (prompt, completion) if prompt.startswith("Q:") else split_words(f"{prompt} {completion}", fraction)
+        prefixes.append(prefix)
+        targets.append(target)
+    return prefixes, targets
+
+
+def supervised_steps(
+    learner: TextSleepLearner, new: SeedingData, protect: SeedingData, slow: torch.nn.Module,
+    steps: int, lr: float, batch_size: int, protect_share: float, seed: int,
+) -> float:
+    """Sequence-level distillation of the new knowledge, protected: each Adam step's loss is
+    (1 - protect_share) x the completion loss on `batch_size` teacher samples + protect_share x KL(slow || student)
+    on as many of the slow model's own generations, so the new expert learns the new answers and, in the same
+    step, to leave what the slow model says alone. Returns the last loss."""
+    model, tokenizer, max_length = learner.model, learner.tokenizer, learner.config.max_length
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    share = protect_share if protect.prompts else 0.0
+    new_order, protect_order = pick(len(new.prompts), steps * batch_size, seed), pick(len(protect.prompts), steps * batch_size, seed + 1)
+    model.train()
+    loss = torch.zeros(())
+    for step in range(steps if new.prompts else 0):
+        rows = new_order[step * batch_size : (step + 1) * batch_size]
+        loss = (1 - share) * model(**encode_pairs(tokenizer, [new.prompts[i] for i in rows], [new.completions[i] for i in rows], max_length)).loss
+        if share:
+            rows = protect_order[step * batch_size : (step + 1) * batch_size]
+            batch = encode_pairs(tokenizer, [protect.prompts[i] for i in rows], [protect.completions[i] for i in rows], max_length)
+            with torch.no_grad():
+                target = scored_log_probs(slow, batch)
+            loss = loss + share * kl_divergence(target, scored_log_probs(model, batch))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return float(loss.detach())
+
+
+def dev_scores(learner: TextSleepLearner, teacher: torch.nn.Module | None, experience: Any, when: str) -> Metrics:
+    """Exact match on the experience's dev questions: the student's (closed-book) `when`, and the teacher's
+    with its fast memory (the "in fast memory" ceiling) when given. Never a test probe."""
+    rows = list(experience.dev) if getattr(experience, "dev", None) is not None else []
+    if not rows:
+        return {}
+    config = learner.config
+
+    def exact(model: torch.nn.Module, prompt_of: Any) -> float:
+        probes = [{"prompt": prompt_of(r), "answer": r["answer"]} for r in rows]
+        return score_model(model, learner.tokenizer, probes, batch_size=config.eval_batch_size, max_new_tokens=config.eval_max_new_tokens, max_length=config.max_length)["exact_match"]
+
+    scores = {f"student_dev_em_{when}": exact(learner.model, lambda r: r["prompt"])}
+    if teacher is not None:
+        scores["teacher_dev_em"] = exact(teacher, lambda r: learner.fast_memory.teacher_prompt(r["prompt"], r.get("context", "")))
+    return scores
 
 
 def split_words(text: str, fraction: float) -> tuple[str, str]:
@@ -268,10 +411,3 @@ def split_words(text: str, fraction: float) -> tuple[str, str]:
     words = text.split()
     cut = max(1, int(len(words) * fraction))
     return " ".join(words[:cut]), " ".join(words[cut:])
-
-
-def train_only(model: torch.nn.Module, parameters: list[torch.nn.Parameter]) -> None:
-    """requires_grad on exactly `parameters` (TRL's trainers optimise whatever requires grad)."""
-    keep = {id(p) for p in parameters}
-    for parameter in model.parameters():
-        parameter.requires_grad_(id(parameter) in keep)

@@ -1,33 +1,40 @@
-"""The sleep learner for language models, and its `expansion` stage.
+"""The sleep learner for language models (wake into a fast memory, sleep into a new expert), and its `expansion` stage.
 
-Sleep (PAPERS.md, "Language Models Need Sleep"), order compute -> consolidate -> update:
-  expansion          teacher := the model as woken (pending slow-block update not applied);
-                     student := the model with that update applied, the sender block's
-                     earlier low-rank experts reset (synaptic pruning) and one fresh expert
-                     unlocked in the receiving block (function-preserving: its `up` is zero).
-  knowledge-seeding  distill the teacher into the student (GKD) and reinforce imitation of
-                     teacher samples (GRPO), training only the new expert (text/seeding.py);
-                     without a preceding expansion it trains the receiving block instead.
-  dreaming           (optional) ReST-EM rehearsal of self-generated data (text/dreaming.py).
-The receiving level l* cycles through CMS levels 1..L-1 (sleep k uses 1 + k mod (L-1)),
-its sender is l*-1, so knowledge climbs the frequency ladder over sleeps; `receiver`
-pins it. Every sleep of the stream must find a locked expert in its receiving level:
-the learner checks that when it is built (a config error names the key to raise),
-so expansion never runs out and seeding never falls back to training a whole level.
-Ablations are config switches: -expansion drops "expansion" from `sleep.stages`
-(seeding then trains the receiving level itself); -imitation sets knowledge-seeding
-alpha=1; -semantic reward gamma=0.
+PAPERS.md, "Language Models Need Sleep". One experience is:
+  wake               the passages are read into the fast memory (`learner.fast_memory`, see
+                     text/fast_memory.py: CMS level 0's MLP, or the passages kept in context);
+                     the core, the slow CMS levels and every consolidated expert do not change.
+  sleep begins       teacher := the model with its fast memory (frozen); the fast memory is
+                     reset ("synaptic pruning"), so the model being trained, the student, is
+                     the slow model without it; slow := a frozen copy of that student.
+  expansion          one locked low-rank expert of the receiving CMS level is unlocked
+                     (function-preserving: its `up` starts at zero).
+  knowledge-seeding  consolidate: the new expert (its router row included) learns the teacher's
+                     answers about the new passages and, on the slow model's own generations,
+                     to leave the slow model's outputs alone (text/seeding.py).
+  dreaming           (optional) ReST-EM rehearsal of self-generated data (text/dreaming.py),
+                     also training only the new expert.
+The fast level 0 always sends; the receiving level cycles through the slow levels 1..L-1 in the
+CMS order (sleep k gives level 1 + k mod (L-1) its expert), so it works with 2, 3 or 4 levels,
+and each slow level holds the experts of its own sleeps (`learner.receiver` pins one). Every sleep
+of the stream must find a locked expert in its receiving level: the learner checks that when it
+is built (a config error names the key to raise). Ablations are config switches:
+-expansion drops "expansion" from `sleep.stages` (seeding then trains the whole receiving level);
+-imitation sets knowledge-seeding alpha=1; -semantic reward gamma=0; the fast memory is
+`learner.fast_memory`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from somna.learners.base import Metrics, SleepConfig
+from somna.learners.base import Metrics, SleepConfig, SleepContext
 from somna.learners.stages import SleepStage
+from somna.learners.text.fast_memory import FastMemory, build_fast_memory
 from somna.learners.text.learner import TextLearner, TextLearnerConfig, TextSleepContext
 from somna.platform.registry import register_learner, register_sleep_stage
 
@@ -36,67 +43,81 @@ from somna.platform.registry import register_learner, register_sleep_stage
 class TextSleepConfig(TextLearnerConfig):
     name: str = "sleep"
     sleep: SleepConfig = field(default_factory=lambda: SleepConfig(stages=["expansion", "knowledge-seeding"]))
-    receiver: int = -1  # CMS level that receives each sleep's new expert; -1 cycles through 1..L-1
+    receiver: int = -1  # slow CMS level (1..L-1) that receives each sleep's new expert; -1 cycles through 1..L-1
+    fast_memory: str = "context"  # what wake writes: context (the passages, kept in context) or cms (CMS level 0's MLP)
 
 
 def receiver_level(receiver: int, levels: int, sleep: int) -> int:
-    """The CMS level that sleep number `sleep` gives its new expert to (`receiver` -1: cycle through 1..L-1)."""
-    if receiver >= 0:
-        return receiver
-    return 1 + sleep % (levels - 1) if levels > 1 else 0
-
-
-def expert_demand(receiver: int, levels: int, sleeps: int) -> list[int]:
-    """Experts unlocked in each sleep's receiving level once it unlocked its new one.
-
-    Expansion unlocks one expert per sleep and prunes the sender's (the level below), so a level
-    holds the experts unlocked since its sender last sent."""
-    unlocked = [0] * levels
-    demand = []
-    for sleep in range(sleeps):
-        level = receiver_level(receiver, levels, sleep)
-        if level > 0:
-            unlocked[level - 1] = 0
-        unlocked[level] += 1
-        demand.append(unlocked[level])
-    return demand
+    """The slow CMS level that sleep number `sleep` gives its new expert to (`receiver` -1: cycle through 1..L-1)."""
+    return receiver if receiver >= 1 else 1 + sleep % (levels - 1)
 
 
 def check_expert_supply(config: Any, sleeps: int) -> None:
     """A ValueError unless each of the stream's `sleeps` expansions finds a locked expert in its receiving level."""
     levels, available = len(config.model.cms_periods), config.model.num_experts
-    demand = expert_demand(config.receiver, levels, sleeps)
-    short = [sleep for sleep, needed in enumerate(demand) if needed > available]
-    if short:
+    demand = Counter(receiver_level(config.receiver, levels, sleep) for sleep in range(sleeps))
+    level, needed = demand.most_common(1)[0]
+    if needed > available:
         raise ValueError(
-            f"learner.model.num_experts={available} runs out: sleep {short[0] + 1} of this stream's {sleeps} needs a locked "
-            f"expert in CMS level {receiver_level(config.receiver, levels, short[0])} and none is left; set "
-            f"learner.model.num_experts>={max(demand)} or drop expansion from learner.sleep.stages"
+            f"learner.model.num_experts={available} runs out: this stream's {sleeps} sleeps give CMS level {level} {needed} "
+            f"experts; set learner.model.num_experts>={needed}, add CMS levels, or drop expansion from learner.sleep.stages"
         )
 
 
 @register_learner("sleep")
 class TextSleepLearner(TextLearner):
-    """CMS mixture-of-experts LM that wakes online and sleeps by expansion + knowledge seeding."""
+    """Wakes into a fast memory with the slow weights frozen; sleeps by expansion + knowledge seeding into a new expert."""
 
     Config = TextSleepConfig
+    fast_memory: FastMemory  # what wake writes (learner.fast_memory)
 
     def __init__(self, config: Any, info: Any, seed: int):
         levels = len(config.model.cms_periods)
-        if not -1 <= config.receiver < levels:
-            raise ValueError(f"learner.receiver must be -1 (cycle) or a CMS level in 0..{levels - 1}, got {config.receiver}")
+        if levels < 2:
+            raise ValueError(f"learner.model.cms_periods needs >= 2 levels (a fast level 0 and a slow one to consolidate into), got {levels}")
+        if not (config.receiver == -1 or 1 <= config.receiver < levels):
+            raise ValueError(f"learner.receiver must be -1 (cycle) or a slow CMS level in 1..{levels - 1}, got {config.receiver}")
+        self.fast_memory = build_fast_memory(config.fast_memory)
         if "expansion" in config.sleep.stages:
             check_expert_supply(config, info.num_experiences)
         super().__init__(config, info, seed)
         self.sleeps = torch.zeros((), dtype=torch.long)
 
+    def wake(self, experience: Any) -> Metrics:
+        """Read the passages into the fast memory; nothing else may change (`requires_grad` only on the store)."""
+        self.model.zero_grad(set_to_none=True)
+        self._optimizers = None
+        return self.fast_memory.write(self, self.training_texts(experience), experience.index)
+
+    def begin_sleep(self, context: SleepContext) -> TextSleepContext:
+        """Teacher = the model with its fast memory; then reset the store: the student starts as the slow model."""
+        context = super().begin_sleep(context)
+        context.teacher = self.frozen_copy()
+        self.fast_memory.reset(self)
+        context.slow = self.frozen_copy()
+        return context
+
     def receiver_block(self) -> int:
         """The CMS level this sleep's new expert goes to."""
         return receiver_level(self.config.receiver, len(self.cms), int(self.sleeps))
 
+    def sleep_parameters(self, context: TextSleepContext) -> list[torch.nn.Parameter]:
+        """The new expert (down, up, router row); without expansion (the -expansion ablation), the receiving level."""
+        if context.new_expert is not None:
+            block, expert = context.new_expert
+            return list(self.cms[block].experts[expert].parameters())
+        return list(self.cms[self.receiver_block()].parameters())
+
     def end_sleep(self, context: TextSleepContext) -> None:
         super().end_sleep(context)
         self.sleeps += 1
+
+    def pending_state(self) -> dict[str, torch.Tensor]:
+        return super().pending_state() | self.fast_memory.state()
+
+    def load_pending_state(self, state: dict[str, torch.Tensor]) -> None:
+        super().load_pending_state(state)
+        self.fast_memory.load_state(state)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {**super().state_dict(), "sleeps": self.sleeps.clone()}
@@ -108,19 +129,16 @@ class TextSleepLearner(TextLearner):
 
 @register_sleep_stage("expansion", modality="text")
 class CMSExpansion(SleepStage):
-    """Freeze the teacher, apply the pending slow update, prune the sender's experts, unlock one in the receiver."""
+    """Unlock one fresh expert in the receiving slow level (function-preserving)."""
 
-    hooks = ("cms", "frozen_copy", "apply_pending_updates", "receiver_block")
+    hooks = ("cms", "receiver_block")
 
     def __call__(self, learner: TextSleepLearner, context: TextSleepContext) -> Metrics:
-        context.teacher = learner.frozen_copy()
-        learner.apply_pending_updates()
         receiver = learner.receiver_block()
         blocks = learner.cms
-        pruned = blocks[receiver - 1].reset_experts() if receiver > 0 else 0
         expert = blocks[receiver].unlock()
         if expert is None:  # the learner's config check rules this out for the stream it was built for
             raise RuntimeError(f"CMS level {receiver} has no locked expert left (learner.model.num_experts={len(blocks[receiver].experts)})")
         context.new_expert = (receiver, expert)
         active = sum(len(block.unlocked()) for block in blocks)
-        return {"block": float(receiver), "unlocked": 1.0, "pruned": float(pruned), "active_experts": float(active)}
+        return {"block": float(receiver), "unlocked": 1.0, "active_experts": float(active)}

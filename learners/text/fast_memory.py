@@ -1,0 +1,119 @@
+"""The fast memory of the text sleep learner: what wake writes while every slow weight stays frozen.
+
+PAPERS.md, "Language Models Need Sleep": knowledge enters fast (short-term) and is consolidated
+into slow weights by sleep. Wake reads an experience's passages into a fast store that persists
+over the whole experience; the sleep's teacher is the model *with* that store (it can answer
+about the new passages), the student the model *without* it, and the sleep ends with the store
+reset (synaptic pruning). `learner.fast_memory` picks the store:
+
+  cms      the CMS's fastest level (level 0, its MLP): wake fine-tunes only that MLP on the
+           passages (Adam, `learner.lr`, `learner.epochs`); the teacher answers from its weights,
+           so distillation compares the teacher's and the student's next-token distributions
+           on the same input (token-level GKD). Reset restores the MLP as it was before wake.
+  context  the passages themselves, kept in context: wake changes no weight; the teacher reads
+           the passage it is asked about (the `in-context` learner's prompt). Its knowledge is not
+           in its weights, so knowledge seeding distills its *samples* (sequence-level
+           distillation: fine-tuning on teacher answers) instead of its distributions.
+
+Both leave the core (embeddings, attention, LM head), the slow CMS levels and every consolidated
+expert bit-identical during wake.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from somna.learners.text.learner import training_only
+
+if TYPE_CHECKING:
+    from somna.learners.text.sleep import TextSleepLearner
+
+
+class FastMemory(abc.ABC):
+    """A fast store: written by wake, read by the sleep's teacher, reset when the sleep begins consolidating."""
+
+    in_weights: ClassVar[bool]  # the teacher's extra knowledge lives in its weights (token-level distillation applies)
+
+    @abc.abstractmethod
+    def write(self, learner: TextSleepLearner, texts: list[str], index: int) -> dict[str, float]:
+        """Read the experience's documents into the store; returns wake metrics."""
+
+    def reset(self, learner: TextSleepLearner) -> None:
+        """Empty the store: the model computes what it computed before wake."""
+
+    def teacher_prompt(self, prompt: str, passage: str) -> str:
+        """The teacher's prompt for a question about `passage`: itself, or the passage first when it is in context."""
+        return prompt
+
+    def recall(self, passage: str, cue: str) -> str | None:
+        """The store's own continuation of `cue` (the opening of `passage`) when it holds the passage verbatim;
+        None: the teacher has to say it (sampled)."""
+        return None
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """What a learner rebuilt between wake and sleep (a Ray Train sleep worker) needs to reset the store."""
+        return {}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore `state` (keys as `state` wrote them)."""
+
+
+class CMSFastBlock(FastMemory):
+    """CMS level 0's MLP, fine-tuned online on the passages; reset restores its pre-wake weights."""
+
+    in_weights = True
+    PREFIX: ClassVar[str] = "fast.before_wake."
+
+    def __init__(self) -> None:
+        self.before_wake: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def block(learner: TextSleepLearner) -> torch.nn.Module:
+        return learner.cms[0].base
+
+    def write(self, learner: TextSleepLearner, texts: list[str], index: int) -> dict[str, float]:
+        block = self.block(learner)
+        self.before_wake = {name: value.detach().clone() for name, value in block.state_dict().items()}
+        optimizer = torch.optim.Adam(block.parameters(), lr=learner.config.lr)
+        with training_only(learner.model, list(block.parameters())):
+            return learner.read(texts, [(1, optimizer)], index)
+
+    def reset(self, learner: TextSleepLearner) -> None:
+        if self.before_wake:
+            self.block(learner).load_state_dict(self.before_wake)
+            self.before_wake = {}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {self.PREFIX + name: value.clone() for name, value in self.before_wake.items()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.before_wake = {key.removeprefix(self.PREFIX): value.clone() for key, value in state.items() if key.startswith(self.PREFIX)}
+
+
+class PassageContext(FastMemory):
+    """The passages kept in context: nothing is written to the weights, the teacher reads the passage."""
+
+    in_weights = False
+
+    def write(self, learner: TextSleepLearner, texts: list[str], index: int) -> dict[str, float]:
+        return {"train_documents": float(len(texts)), "steps": 0.0}
+
+    def teacher_prompt(self, prompt: str, passage: str) -> str:
+        return f"{passage} {prompt}"
+
+    def recall(self, passage: str, cue: str) -> str | None:
+        return passage[len(cue) :].strip()
+
+
+FAST_MEMORIES: dict[str, type[FastMemory]] = {"cms": CMSFastBlock, "context": PassageContext}
+
+
+def build_fast_memory(name: str) -> FastMemory:
+    """The store `learner.fast_memory` names; a ValueError lists the choices."""
+    if name not in FAST_MEMORIES:
+        raise ValueError(f"learner.fast_memory must be one of {', '.join(FAST_MEMORIES)}, got {name!r}")
+    return FAST_MEMORIES[name]()
+
