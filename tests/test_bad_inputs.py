@@ -192,6 +192,7 @@ CASES = [
     Case("config", "pretrain-unknown-preset", ("pretrain", "wrld"), "unknown pretrain preset 'wrld'; presets: world, world-micro"),
     Case("config", "pretrain-unknown-key", ("pretrain", "world-micro", "train.stepz=3", "--out", OUT), "unknown key 'train.stepz'"),
     Case("config", "pretrain-out-not-empty", ("pretrain", "world-micro", "--out", "notes"), "--out notes already exists and is not empty"),
+    Case("config", "fast-memory-unknown", ("run", "fact-stream-micro", "learner.fast_memory=weights"), "bad value for 'learner.fast_memory': Invalid value 'weights', expected one of [cms, context]"),
     Case("config", "base-missing-path", ("run", "fact-stream-micro", "learner.model.base=./no-such-base"), "./no-such-base does not exist"),
     Case("config", "base-not-on-hub-offline", ("run", "fact-stream-micro", "learner.model.base=someone/model"), "cannot load 'someone/model'"),
     Case("config", "base-damaged", ("run", "fact-stream-micro", "learner.model.base=base"), "skills.json missing or changed since `somna pretrain`",

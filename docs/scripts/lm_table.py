@@ -2,14 +2,17 @@
 
 Every row is a config switch on the shipped presets (on the pretrained `world` base), run
 through the platform runner (`somna.platform.runner.run`, inline executor, one torch thread)
-into runs/lm-table/; the accuracy matrices and summaries are read back and summarised. Rows:
-  base                    the pretrained base before the stream (the runs' init row)
-  finetune, replay, opsd  baselines (replay stores raw past documents)
-  sleep                   expansion + knowledge seeding (GKD + GRPO imitation)
-  sleep −imitation        knowledge-seeding alpha = 1
-  sleep −semantic reward  knowledge-seeding gamma = 0
-  sleep −expansion        stages = [knowledge-seeding]
+into runs/lm-table/; the accuracy matrices, summaries and sleep events are read back and summarised.
+Fact-stream rows:
+  base                    the pretrained base, never trained (what it knows of people it never read about)
+  finetune, replay        baselines (replay stores raw past documents)
+  sleep                   wake into the fast memory (the passages in context), sleep seeds a new expert
+  sleep −protection       knowledge-seeding protect_share = 0 (no KL to the slow model's own generations)
+  sleep −expansion        stages = [knowledge-seeding]: the receiving CMS level itself is trained
+  sleep (CMS level 0)     fast_memory = cms: wake fine-tunes CMS level 0's MLP (lr 0.01)
   in-context              ceiling: the passage is in the prompt at test time
+The "teacher in fast memory" column is the sleep teacher's exact match on the experience's dev
+questions (logged by knowledge seeding, never a test probe).
 
     .venv/bin/python docs/scripts/lm_table.py [--seeds 0 1 2 3 4] [--jobs 2] [--tables ablation language intents] [--out FILE]
 
@@ -56,6 +59,7 @@ class Outcome:
     R: np.ndarray
     summary: dict[str, Any]
     seconds: float
+    teacher: float  # the sleep teacher's dev exact match with its fast memory, mean over sleeps (nan: no such sleep)
 
 
 def run_one(job: tuple[str, str, list[str], int, str]) -> Outcome:
@@ -74,7 +78,14 @@ def run_one(job: tuple[str, str, list[str], int, str]) -> Outcome:
     b = np.array([float(v) for v in rows[0][1:]])
     R = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
     summary = json.loads((directory / "summary.json").read_text())
-    return Outcome(b, R, summary, float((directory / "run_seconds.txt").read_text()))
+    return Outcome(b, R, summary, float((directory / "run_seconds.txt").read_text()), teacher_ceiling(directory))
+
+
+def teacher_ceiling(directory: Path) -> float:
+    """Mean over the run's sleeps of `knowledge-seeding/teacher_dev_em` (the "in fast memory" ceiling, on dev questions)."""
+    events = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    values = [e["metrics"]["knowledge-seeding/teacher_dev_em"] for e in events if e.get("event") == "sleep" and "knowledge-seeding/teacher_dev_em" in e["metrics"]]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def same_run_finished(directory: Path, cfg: Any) -> bool:
@@ -98,13 +109,14 @@ def skill_cell(runs: list[Outcome]) -> str:
 
 def fact_stream_table(results: dict[str, list[Outcome]]) -> str:
     lines = [
-        "| fact-stream | no-context QA, newest experience | ACC | BWT | skill retention | run time (s) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| fact-stream | no-context QA, newest experience | ACC | BWT | skill retention | teacher in fast memory (dev) | run time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label, runs in results.items():
+        teacher = fmt([run.teacher for run in runs]) if not any(np.isnan(run.teacher) for run in runs) else "—"
         lines.append(
             f"| {label} | {fmt([run.R[-1, -1] for run in runs])} | {fmt([metrics.acc(run.R) for run in runs])} | "
-            f"{fmt([metrics.bwt(run.R) for run in runs])} | {skill_cell(runs)} | {np.mean([run.seconds for run in runs]):.0f} |"
+            f"{fmt([metrics.bwt(run.R) for run in runs])} | {skill_cell(runs)} | {teacher} | {np.mean([run.seconds for run in runs]):.0f} |"
         )
     return "\n".join(lines)
 

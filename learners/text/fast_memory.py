@@ -22,6 +22,7 @@ expert bit-identical during wake.
 from __future__ import annotations
 
 import abc
+from enum import Enum
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -108,12 +109,17 @@ class PassageContext(FastMemory):
         return passage[len(cue) :].strip()
 
 
-FAST_MEMORIES: dict[str, type[FastMemory]] = {"cms": CMSFastBlock, "context": PassageContext}
+class FastMemoryChoice(str, Enum):
+    """`learner.fast_memory`: an Enum, so that the config loader refuses another value before anything is built."""
+
+    cms = "cms"
+    context = "context"
 
 
-def build_fast_memory(name: str) -> FastMemory:
-    """The store `learner.fast_memory` names; a ValueError lists the choices."""
-    if name not in FAST_MEMORIES:
-        raise ValueError(f"learner.fast_memory must be one of {', '.join(FAST_MEMORIES)}, got {name!r}")
-    return FAST_MEMORIES[name]()
+FAST_MEMORIES: dict[FastMemoryChoice, type[FastMemory]] = {FastMemoryChoice.cms: CMSFastBlock, FastMemoryChoice.context: PassageContext}
+
+
+def build_fast_memory(choice: FastMemoryChoice | str) -> FastMemory:
+    """The store `learner.fast_memory` names."""
+    return FAST_MEMORIES[FastMemoryChoice(choice)]()
 

@@ -34,7 +34,7 @@ import torch
 
 from somna.learners.base import Metrics, SleepConfig, SleepContext
 from somna.learners.stages import SleepStage
-from somna.learners.text.fast_memory import FastMemory, build_fast_memory
+from somna.learners.text.fast_memory import FastMemory, FastMemoryChoice, build_fast_memory
 from somna.learners.text.learner import TextLearner, TextLearnerConfig, TextSleepContext
 from somna.platform.registry import register_learner, register_sleep_stage
 
@@ -44,7 +44,7 @@ class TextSleepConfig(TextLearnerConfig):
     name: str = "sleep"
     sleep: SleepConfig = field(default_factory=lambda: SleepConfig(stages=["expansion", "knowledge-seeding"]))
     receiver: int = -1  # slow CMS level (1..L-1) that receives each sleep's new expert; -1 cycles through 1..L-1
-    fast_memory: str = "context"  # what wake writes: context (the passages, kept in context) or cms (CMS level 0's MLP)
+    fast_memory: FastMemoryChoice = FastMemoryChoice.context  # what wake writes: context (the passages, kept in context) or cms (CMS level 0's MLP)
 
 
 def receiver_level(receiver: int, levels: int, sleep: int) -> int:
