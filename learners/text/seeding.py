@@ -11,18 +11,18 @@ Learning to imitate: the student completes a prefix of a teacher sample; GRPO
 (TRL `GRPOTrainer`, plain reward function) maximises
 r = gamma r_sem + (1-gamma) r_abs (see lm_rewards).
 
-L_KS = (1-alpha) E r - alpha E D weighs the two. The two trainers run one after the
-other (distill, then imitate) with learning rates alpha*lr and (1-alpha)*lr, which is
-that weighting applied to each term's gradient steps; alpha = 1 drops imitation.
+L_KS = (1-alpha) E r - alpha E D weighs the two. Distillation runs first, imitation after it,
+with learning rates alpha*lr and (1-alpha)*lr, which is that weighting applied to each term's
+gradient steps; alpha = 1 (the default) drops imitation.
 
-Both trainers see only parameters with requires_grad (the stage freezes the rest),
-run on CPU in fp32, save nothing and report to nothing. The `knowledge-seeding`
-stage below draws D from the teacher that `expansion` froze (or freezes one now,
-without expansion) on cues taken from the experience's documents. Every sequence
-either trainer samples or trains on is rendered by the tokenizer's chat template,
-which starts with <s> like every document wake reads: "<s>cue completion</s>".
-(Sampled without <s>, the teacher's continuations were noise: a woken model's loss
-on its own documents was 0.08 per token with it and 3.0 without.)
+The `knowledge-seeding` stage below distills the sleep's teacher (the model with its fast
+memory, text/fast_memory.py) into the student (the slow model plus the new expert), on data
+both write themselves, and protects the old in the same steps (see GKDSeeding). Both TRL
+trainers see only parameters with requires_grad (the stage freezes the rest), run on CPU in
+fp32, save nothing and report to nothing. Every sequence either trainer samples or trains on
+is rendered by the tokenizer's chat template, which starts with <s> like every document wake
+reads: "<s>cue completion</s>". (Sampled without <s>, the teacher's continuations were noise:
+a woken model's loss on its own documents was 0.08 per token with it and 3.0 without.)
 """
 
 from __future__ import annotations
@@ -243,16 +243,17 @@ class GKDSeeding(SleepStage):
     each sleep from the models themselves (no stored raw data, no probe of any split):
       new      the teacher's own QA about each new passage (it reads the passage and writes a question;
                the question, asked closed-book, gets the teacher's answer from its fast memory) and
-               its restatements (completions of each passage's opening words);
-      protect  the slow model's own generations from "Q:" and from nothing (its QA and passages
-               about what it knew before this sleep), which the student must keep predicting as the
-               slow model does: the router learns to keep the new expert off them.
-    A teacher whose fast memory is in its weights is distilled token by token (TRL GKD); a teacher
-    that reads the passage in context is distilled through its samples (supervised steps on them),
-    since its distributions on the student's prompt are not what it knows. Learning to imitate (GRPO)
-    then rewards the student's completions of the new pairs. Logged: the teacher–student KL on the new
-    pairs before and after, and dev-split exact match of the teacher (the "in fast memory" ceiling)
-    and of the student before and after.
+               restatements (each passage's opening words, continued from the fast memory: verbatim
+               when the store holds the passage, else sampled from the teacher);
+      protect  the slow model's own generations: passages it writes from nothing, its reading items
+               about them, and those questions asked closed-book.
+    Every step's loss is (1 - protect_share) x the completion loss on the teacher's samples (sequence-
+    level distillation) + protect_share x KL(slow || student) on the slow model's generations, so the
+    expert and its router learn where to act and where to stay off in the same step. A teacher whose
+    fast memory is in its weights is also distilled token by token (TRL GKD, `rounds` alternations).
+    Learning to imitate (GRPO) follows when alpha < 1. Logged: the teacher-student KL on the new pairs
+    before and after, and dev-split exact match of the teacher (the "in fast memory" ceiling) and of
+    the student before and after.
     """
 
     Options = GKDSeedingOptions
