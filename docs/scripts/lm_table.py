@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from somna.evals import metrics
+from somna.evals.rundir import EVENTS_FILE, read_events
 from somna.evals.stats import mean_ci
 from somna.platform.provenance import provenance_line
 
@@ -83,8 +84,8 @@ def run_one(job: tuple[str, str, list[str], int, str]) -> Outcome:
 
 def teacher_ceiling(directory: Path) -> float:
     """Mean over the run's sleeps of `knowledge-seeding/teacher_dev_em` (the "in fast memory" ceiling, on dev questions)."""
-    events = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
-    values = [e["metrics"]["knowledge-seeding/teacher_dev_em"] for e in events if e.get("event") == "sleep" and "knowledge-seeding/teacher_dev_em" in e["metrics"]]
+    events, _ = read_events(directory / EVENTS_FILE)
+    values = [e["metrics"]["knowledge-seeding/teacher_dev_em"] for e in events if e["event"] == "sleep" and "knowledge-seeding/teacher_dev_em" in e["metrics"]]
     return float(np.mean(values)) if values else float("nan")
 
 

@@ -79,6 +79,11 @@ def encode_prompts(tokenizer: Any, prompts: list[str]) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
 
 
+def with_passage(prompt: str, passage: str) -> str:
+    """The reading format the base was pretrained on: "{passage} {prompt}" (the prompt alone without a passage)."""
+    return f"{passage} {prompt}" if passage else prompt
+
+
 @torch.no_grad()
 def greedy_answers(model: torch.nn.Module, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[str]:
     """Greedy completions of "<s>prompt", up to </s>, cut at the first newline and stripped."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from somna.learners.text.encoding import with_passage
 from somna.learners.text.learner import training_only
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class PassageContext(FastMemory):
         return {"train_documents": float(len(texts)), "steps": 0.0}
 
     def teacher_prompt(self, prompt: str, passage: str) -> str:
-        return f"{passage} {prompt}"
+        return with_passage(prompt, passage)
 
     def recall(self, passage: str, cue: str) -> str | None:
         return passage[len(cue) :].strip()

@@ -11,6 +11,7 @@ the `world` base, fine-tuning on fact-stream keeps 0.19 of the base's reading sk
 from __future__ import annotations
 
 from somna.learners.text.base_lm import BaseLM
+from somna.learners.text.encoding import with_passage
 from somna.platform.registry import register_learner
 
 
@@ -19,4 +20,4 @@ class InContextLM(BaseLM):
     """The base, unchanged, evaluated with each probe's passage in the prompt (the ceiling)."""
 
     def probe_prompt(self, row: dict[str, str]) -> str:
-        return f"{row['context']} {row['prompt']}" if row.get("context") else row["prompt"]
+        return with_passage(row["prompt"], row.get("context", ""))
