@@ -13,6 +13,8 @@ Fact-stream rows:
   in-context              ceiling: the passage is in the prompt at test time
 The "teacher in fast memory" column is the sleep teacher's exact match on the experience's dev
 questions (logged by knowledge seeding, never a test probe).
+new-language and intents rows (`stream_rows`): finetune, replay, opsd and sleep, each as shipped but for
+the seeding switches their documents need (restatements only; opsd's CMS level 0 at lr 0.01).
 
     .venv/bin/python docs/scripts/lm_table.py [--seeds 0 1 2 3 4] [--jobs 2] [--tables ablation language intents] [--out FILE]
 
@@ -48,7 +50,20 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep (fast memory: CMS level 0)": ("sleep", ["learner.fast_memory=cms", "learner.lr=0.01"]),
     "in-context (ceiling)": ("in-context", []),
 }
-BASELINE_ROWS = ("finetune", "replay", "opsd", "sleep")
+RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
+
+
+def stream_rows(preset: str) -> dict[str, tuple[str, list[str]]]:
+    """new-language and intents rows: their documents are seeded as restatements only, 4 cues per training
+    document of an experience; opsd's CMS level 0 learns at the fact-stream CMS row's lr."""
+    from somna.platform.builders import build_curriculum
+    from somna.platform.config import load_config
+
+    documents = len(build_curriculum(load_config(preset, [])).experiences[0].train)
+    seeding = [*RESTATEMENTS_ONLY, f"learner.sleep.options.knowledge-seeding.num_prompts={4 * documents}"]
+    return {"finetune": ("finetune", []), "replay": ("replay", []), "opsd": ("opsd", ["learner.lr=0.01", *seeding]), "sleep": ("sleep", seeding)}
+
+
 THREADS = 1  # torch threads per run (resources.threads of the inline executor)
 
 
@@ -156,11 +171,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(THREADS)  # the runs' thread count, so that the provenance line names it
 
-    baselines = {name: (name, []) for name in BASELINE_ROWS}
     groups = {  # table -> (preset, rows label -> (learner, overrides), formatter)
         "ablation": ("fact-stream", FACT_ROWS, fact_stream_table),
-        "language": ("new-language", baselines, language_table),
-        "intents": ("intents", baselines, intents_table),
+        "language": ("new-language", stream_rows("new-language"), language_table),
+        "intents": ("intents", stream_rows("intents"), intents_table),
     }
     jobs = {}
     for table in args.tables:
