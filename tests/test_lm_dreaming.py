@@ -100,7 +100,9 @@ def test_dream_logs_every_dream_and_the_m_step_fits_the_rewarded_ones(tmp_path, 
     kept = [r for r in records if r["kept"]]
     assert len(records) == metrics["dreams"] and len(kept) == 3 and all(r["reward"] == 1.0 for r in kept)
     assert metrics["rewarded_fraction/round0"] == 1.0
-    assert all(r["dream"] == f"{r['prompt']} {r['sample']}" for r in records)  # the cue "Q:" is part of the dream
+    passages = set(curriculum[0].train["text"])
+    assert all(r["prompt"] == f"{r['passage']} Q:" and r["passage"] in passages for r in records)  # SEAL's self-edit prompt
+    assert all(r["dream"] == f"Q: {r['sample']}" for r in records)  # the dream keeps the cue "Q:", not the passage
     rewarded = ([r["prompt"] for r in kept], [r["sample"] for r in kept])
     after_nll = answer_nll(learner.model, learner.tokenizer, *rewarded, 128)[0]
     learner.model.load_state_dict(before)

@@ -9,9 +9,12 @@ per-passage questions, or its passages when it has no dev split; test probes are
 read), one ReST-EM round is:
   1. dream: m samples ~ LM(. | prompt) per passage, where `prompt` is a template over
      the passage ("{passage} Q:" asks for a question about it, SEAL's self-edit;
-     "{opening}" cues a rehearsal from its first words; the default "Q:" asks for a
-     QA line, which a from-scratch model with learned absolute positions can write
-     while a passage-length prefix pushes it off its training distribution).
+     "{opening}" cues a rehearsal from its first words; "Q:" alone asks for any QA
+     line). The default is SEAL's: a pretrained base reads "{passage} Q:" as its
+     reading format and writes a question about the passage and its answer, so the
+     dream is a closed-book QA line about the new people. Cued by "Q:" alone, the
+     `world` base (never trained on a bare question cue) wrote QA-shaped lines about
+     made-up people, and fitting them unlearned what it had read.
      With `random_expert`, each CMS router also sends every token to one random
      unlocked expert (novelty). A dream's text is the prompt's cue + the sample.
   2. gradient selection: score each dream by the gradient g_d of the SFT loss it
@@ -65,7 +68,7 @@ LORA_TARGETS = "all-linear"  # PEFT: every linear layer but the LM head, whateve
 class ReSTEMDreamingOptions:
     """`learner.sleep.options.dreaming` of the text learners."""
 
-    prompt: str = "Q:"  # template; {passage} = a passage of the experience, {opening} = its first `opening_words`
+    prompt: str = "{passage} Q:"  # template; {passage} = a passage of the experience, {opening} = its first `opening_words`
     opening_words: int = 1
     dreams_per_passage: int = 4
     max_passages: int = 4
@@ -80,7 +83,7 @@ class ReSTEMDreamingOptions:
     lora_lr: float = 1e-3  # gentle: a larger step on one short dream lowers tau whatever the dream says
     sft_steps_per_round: int = 10
     consolidation_steps: int = 8
-    lr: float = 3e-3
+    lr: float = 1e-3  # the text presets' wake step: larger full-model steps on a pretrained base unlearn it
     max_new_tokens: int = 32
     temperature: float = 1.0
     anchor_documents: bool = True  # M-step and consolidation batches also hold the experience's documents
