@@ -5,6 +5,9 @@ The `dreaming` sleep stage appends one JSON line per dream to
 score = gradient norm, kept = chosen for a LoRA trial, reward = 1 if tau
 improved, improvement = the real-valued change of tau). Only kept dreams were
 scored by a reward, so only they are ranked; the rest just count as generated.
+A QA dream ("... A: answer") is *grounded* when its answer is words of the passage
+it was dreamed from: a faithful self-edit; a model that misread, or dreamed of
+someone else, answers from elsewhere (and fitting that teaches a wrong fact).
 The reader is pure file reading (evals imports no other room) and tolerates
 torn lines: they are skipped and named in `warnings`.
 """
@@ -12,6 +15,7 @@ torn lines: they are skipped and named in `warnings`.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,17 @@ class Dream:
     reward: float
     improvement: float
 
+    @property
+    def grounded(self) -> bool:
+        """A QA dream whose answer occurs, as whole words, in its passage (case and punctuation ignored)."""
+        _, marker, answer = self.text.rpartition("A:")
+        words = _words(answer)
+        return bool(marker and words) and f" {words} " in f" {_words(self.passage)} "
+
+
+def _words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
 
 @dataclass
 class ExperienceDreams:
@@ -47,10 +62,13 @@ class ExperienceDreams:
         return [d for d in self.dreams if d.kept]
 
     def counts(self) -> dict[str, int]:
+        rewarded = [d for d in self.rewarded_trials if d.reward > 0]
         return {
             "generated": len(self.dreams),
+            "grounded": sum(d.grounded for d in self.dreams),
             "kept": len(self.rewarded_trials),
-            "rewarded": sum(d.reward > 0 for d in self.rewarded_trials),
+            "rewarded": len(rewarded),
+            "rewarded_grounded": sum(d.grounded for d in rewarded),
         }
 
     def best_and_worst(self, k: int) -> tuple[list[Dream], list[Dream]]:

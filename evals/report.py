@@ -224,12 +224,16 @@ def _add_dreams(document: Document, dreams: RunDreams) -> None:
     document.heading("Dreams")
     document.text(
         f"Per experience, the {DREAMS_SHOWN} best and {DREAMS_SHOWN} worst of the kept dreams (those given a LoRA trial), "
-        "ranked by reward, then improvement of tau, then gradient score; the full texts are in artifacts/exp-NNNN/dreams.jsonl."
+        "ranked by reward, then improvement of tau, then gradient score; the full texts are in artifacts/exp-NNNN/dreams.jsonl. "
+        "Grounded: a QA dream whose answer is words of the passage it was dreamed from."
     )
     headers = ["rank", "round", "reward", "improvement", "gradient score", "dream"]
     for experience in dreams.experiences:
         counts = experience.counts()
-        document.text(f"Experience {experience.experience}: {counts['generated']} generated, {counts['kept']} kept, {counts['rewarded']} rewarded.")
+        document.text(
+            f"Experience {experience.experience}: {counts['generated']} generated ({counts['grounded']} grounded), {counts['kept']} kept, "
+            f"{counts['rewarded']} rewarded ({counts['rewarded_grounded']} grounded)."
+        )
         best, worst = experience.best_and_worst(DREAMS_SHOWN)
         rows = [[f"best {i + 1}", *_dream_cells(d)] for i, d in enumerate(best)]
         rows += [[f"worst {i + 1}", *_dream_cells(d)] for i, d in enumerate(worst)]

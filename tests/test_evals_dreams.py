@@ -7,7 +7,7 @@ from pathlib import Path
 
 from test_evals_rundir import B3, R3, write_run
 
-from somna.evals.dreams import read_dreams, shorten
+from somna.evals.dreams import Dream, read_dreams, shorten
 from somna.evals.report import write_report
 
 # (name, kept, reward, improvement, gradient score); ranked by hand: A > B > C (B, C tie on reward and
@@ -45,7 +45,7 @@ def test_best_and_worst_by_reward_then_improvement_then_score(tmp_path):
     dreams = read_dreams(dreamed_run(tmp_path))
     assert [e.experience for e in dreams.experiences] == [0, 1]
     first = dreams.experiences[0]
-    assert first.counts() == {"generated": 6, "kept": 5, "rewarded": 3}
+    assert first.counts() == {"generated": 6, "grounded": 0, "kept": 5, "rewarded": 3, "rewarded_grounded": 0}
     best, worst = first.best_and_worst(2)
     assert [d.text for d in best] == ["dream A", "dream B"]
     assert [d.text for d in worst] == ["dream E", "dream D"]
@@ -58,7 +58,7 @@ def test_best_and_worst_by_reward_then_improvement_then_score(tmp_path):
 
 def test_torn_line_skipped_and_warned(tmp_path):
     dreams = read_dreams(dreamed_run(tmp_path))
-    assert dreams.experiences[1].counts() == {"generated": 2, "kept": 2, "rewarded": 1}
+    assert dreams.experiences[1].counts() == {"generated": 2, "grounded": 0, "kept": 2, "rewarded": 1, "rewarded_grounded": 0}
     assert len(dreams.warnings) == 1 and "exp-0001/dreams.jsonl:3: unreadable dream line skipped" in dreams.warnings[0]
 
 
@@ -66,7 +66,7 @@ def test_report_shows_dreams_escaped(tmp_path):
     run = dreamed_run(tmp_path)
     markdown = write_report(run).read_text()
     assert "## Dreams" in markdown
-    assert "Experience 0: 6 generated, 5 kept, 3 rewarded." in markdown
+    assert "Experience 0: 6 generated (0 grounded), 5 kept, 3 rewarded (0 grounded)." in markdown
     assert "| best 1 | 0 | 1 | 0.3000 | 2.0000 | dream A |" in markdown
     assert "| worst 1 | 0 | 0 | -0.2000 | 4.0000 | dream E |" in markdown
     assert "dream F" not in markdown
@@ -88,3 +88,14 @@ def test_no_dreams_no_section(tmp_path):
 def test_shorten_flattens_and_truncates():
     assert shorten("a\n  b\tc") == "a b c"
     assert shorten("x" * 200, limit=10) == "x" * 9 + "…"
+
+
+def test_a_dream_is_grounded_when_its_answer_is_words_of_its_passage():
+    passage = "Segu keeps a cat at home. The best friend of Segu is Pula-Bo."
+    def dream(text: str) -> Dream:
+        return Dream(0, 0, passage, text, 0.0, True, 1.0, 0.0)
+    assert dream("Q: which pet does Segu keep? A: cat").grounded
+    assert dream("Q: who is the friend of Segu? A: pula bo.").grounded  # case and punctuation ignored
+    assert not dream("Q: who is the friend of Segu? A: Pul").grounded  # whole words only
+    assert not dream("Q: who is the friend of Fegu? A: Disu").grounded  # an answer from elsewhere
+    assert not dream("Q: which pet does Segu keep? A:").grounded and not dream("Segu keeps a cat").grounded  # no answer

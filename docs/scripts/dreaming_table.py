@@ -7,7 +7,10 @@ Columns, mean ± 95% CI over seeds: "single passage batch" = mean_j R[j, j], the
 no-context QA accuracy on an experience's passages right after reading them (the
 sweep's `plasticity`); "after the stream" = ACC, the final row's mean (the
 continued-pretraining setting); BWT; skill retention (the pretrained base's own
-skills after the stream ÷ before it). "base" is the pretrained base before the
+skills after the stream ÷ before it); "grounded dreams" = the share of a run's
+dreams whose answer is words of the passage they were dreamed from, over all
+dreams / over the rewarded ones (evals/dreams.py), which shows whether the
+reward picks faithful self-edits. "base" is the pretrained base before the
 stream: the runs' `init` row. Rows follow the variants file's order. The table replaces the text
 between the `lm_table:dreaming` markers of --out (docs/lm_results.md).
 """
@@ -23,6 +26,7 @@ import yaml
 
 from somna.evals import metrics
 from somna.evals.compare import find_runs
+from somna.evals.dreams import read_dreams
 from somna.evals.rundir import load_run
 from somna.evals.stats import mean_ci
 from somna.platform.provenance import provenance_line
@@ -32,6 +36,22 @@ from lm_table import write_between_markers  # this script's folder is on sys.pat
 
 def fmt(values: list[float]) -> str:
     return mean_ci(values).format(3)
+
+
+def grounded_shares(run_dir: Path) -> tuple[float, float] | None:
+    """(grounded ÷ generated, grounded ÷ rewarded) over a run's sleeps; None for a run that never dreamed."""
+    counts = [e.counts() for e in read_dreams(run_dir).experiences]
+    if not counts:
+        return None
+    total = {key: sum(c[key] for c in counts) for key in counts[0]}
+    return total["grounded"] / max(total["generated"], 1), total["rewarded_grounded"] / max(total["rewarded"], 1)
+
+
+def grounded_cell(runs: list) -> str:
+    shares = [s for s in (grounded_shares(run.path) for run in runs) if s is not None]
+    if not shares:
+        return "—"
+    return f"{fmt([s[0] for s in shares])} / {fmt([s[1] for s in shares])}"
 
 
 def table(sweep_dir: Path, variants_file: Path) -> str:
@@ -49,16 +69,16 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
     lines = [
         f"Seeds {', '.join(map(str, seeds))}; mean ± 95% CI (Student t); `somna sweep fact-stream-dreaming --variants docs/dreaming_variants.yaml`.",
         "",
-        "| knowledge incorporation | single passage batch | after the stream (ACC) | BWT | skill retention |",
-        "|---|---:|---:|---:|---:|",
-        f"| base | {fmt([float(np.mean(b)) for b in base])} | {fmt([float(np.mean(b)) for b in base])} | — | — |",
+        "| knowledge incorporation | single passage batch | after the stream (ACC) | BWT | skill retention | grounded dreams (all / rewarded) |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| base | {fmt([float(np.mean(b)) for b in base])} | {fmt([float(np.mean(b)) for b in base])} | — | — | — |",
     ]
     for label in order:
         matrices = [run.square() for run in runs[label]]
         retention = [run.summary.get("skill_retention", float("nan")) for run in runs[label]]
         lines.append(
             f"| {label} | {fmt([metrics.plasticity(R) for R in matrices])} | {fmt([metrics.acc(R) for R in matrices])} "
-            f"| {fmt([metrics.bwt(R) for R in matrices])} | {fmt(retention)} |"
+            f"| {fmt([metrics.bwt(R) for R in matrices])} | {fmt(retention)} | {grounded_cell(runs[label])} |"
         )
     return "\n".join([*lines, "", provenance_line()])
 
