@@ -116,8 +116,10 @@ def test_rest_em_raises_the_rewarded_fraction_over_two_rounds():
     Rewards are a function of the dream's text (fixed reference, text-seeded LoRA), so a
     generator fitted to its rewarded dreams writes more of them. Over seeds 0-5 the
     round-1 fraction with the M-step was >= the control's on all six seeds and > on four,
-    and above round 0 on five."""
-    options = {"rounds": 2, "max_new_tokens": 24, "lr": 0.01}
+    and above round 0 on five. The bare "Q:" cue leaves the generator room to move (a third
+    of round 0's dreams rewarded); under the default passage prompt most dreams are rewarded
+    already, and on AVX2 the control reached 1.0 too, so there was nothing to raise."""
+    options = {"prompt": "Q:", "rounds": 2, "max_new_tokens": 24, "lr": 0.01}
 
     def fractions(m_steps: int) -> tuple[float, float]:
         learner, curriculum = micro_seal(0)
