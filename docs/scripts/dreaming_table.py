@@ -11,7 +11,8 @@ skills after the stream ÷ before it); "grounded dreams" = the share of a run's
 dreams whose answer is words of the passage they were dreamed from, over all
 dreams / over the rewarded ones (evals/dreams.py), which shows whether the
 reward picks faithful self-edits. "base" is the pretrained base before the
-stream: the runs' `init` row. Rows follow the variants file's order. The table replaces the text
+stream: the runs' `init` row. A second table pairs rows by seed (PAIRS): what
+dreaming and each of its parts add, with the interval of the per-seed difference. Rows follow the variants file's order. The table replaces the text
 between the `lm_table:dreaming` markers of --out (docs/lm_results.md).
 """
 
@@ -22,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 from somna.evals import metrics
@@ -54,6 +56,24 @@ def grounded_cell(runs: list) -> str:
     return f"{fmt([s[0] for s in shares])} / {fmt([s[1] for s in shares])}"
 
 
+COLUMNS = ("single passage batch", "after the stream (ACC)", "BWT", "skill retention")
+# (row, the row it is compared with): what dreaming, each of its parts and the 4-level CMS add, paired by seed
+PAIRS = [
+    ("seal", "finetune-no-dream"),
+    ("sleep", "seal"),
+    ("sleep", "sleep-no-dreaming"),
+    ("sleep", "sleep-no-gradient-selection"),
+    ("sleep", "sleep-no-random-expert"),
+    ("sleep-4-level-cms", "sleep"),
+]
+
+
+def scores(run) -> list[float]:
+    """A run's values of COLUMNS."""
+    R = run.square()
+    return [metrics.plasticity(R), metrics.acc(R), metrics.bwt(R), run.summary.get("skill_retention", float("nan"))]
+
+
 def table(sweep_dir: Path, variants_file: Path) -> str:
     order = list(yaml.safe_load(variants_file.read_text()))
     runs: dict[str, list] = defaultdict(list)
@@ -64,22 +84,29 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
     missing = [label for label in order if not runs.get(label)]
     if missing:
         raise SystemExit(f"no finished runs for variant(s) {', '.join(missing)} in {sweep_dir}")
-    seeds = sorted({run.config["seed"] for group in runs.values() for run in group})
-    base = [run.baseline for run in runs[order[0]]]
+    by_seed = {label: {run.config["seed"]: scores(run) for run in runs[label]} for label in order}
+    seeds = sorted({seed for group in by_seed.values() for seed in group})
+    base = [fmt([float(np.mean(run.baseline)) for run in runs[order[0]]])] * 2
     lines = [
         f"Seeds {', '.join(map(str, seeds))}; mean ± 95% CI (Student t); `somna sweep fact-stream-dreaming --variants docs/dreaming_variants.yaml`.",
         "",
-        "| knowledge incorporation | single passage batch | after the stream (ACC) | BWT | skill retention | grounded dreams (all / rewarded) |",
+        f"| knowledge incorporation | {' | '.join(COLUMNS)} | grounded dreams (all / rewarded) |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| base | {fmt([float(np.mean(b)) for b in base])} | {fmt([float(np.mean(b)) for b in base])} | — | — | — |",
+        f"| base | {' | '.join(base)} | — | — | — |",
     ]
     for label in order:
-        matrices = [run.square() for run in runs[label]]
-        retention = [run.summary.get("skill_retention", float("nan")) for run in runs[label]]
-        lines.append(
-            f"| {label} | {fmt([metrics.plasticity(R) for R in matrices])} | {fmt([metrics.acc(R) for R in matrices])} "
-            f"| {fmt([metrics.bwt(R) for R in matrices])} | {fmt(retention)} | {grounded_cell(runs[label])} |"
-        )
+        columns = zip(*by_seed[label].values())
+        lines.append(f"| {label} | {' | '.join(fmt(list(c)) for c in columns)} | {grounded_cell(runs[label])} |")
+    lines += ["", "Paired by seed (mean ± 95% CI of the per-seed difference):", ""]
+    lines += [f"| difference | {' | '.join(f'Δ {c}' for c in COLUMNS)} |", "|---|---:|---:|---:|---:|"]
+    for row, reference in PAIRS:
+        if row in by_seed and reference in by_seed:
+            common = sorted(set(by_seed[row]) & set(by_seed[reference]))
+            differences = zip(*([a - b for a, b in zip(by_seed[row][s], by_seed[reference][s])] for s in common))
+            lines.append(f"| {row} − {reference} | {' | '.join(fmt(list(d)) for d in differences)} |")
+    threads = {run.config["resources"]["threads"] for group in runs.values() for run in group}
+    if len(threads) == 1:
+        torch.set_num_threads(int(threads.pop()))  # the runs' thread count, so that the provenance line names it
     return "\n".join([*lines, "", provenance_line()])
 
 
