@@ -8,6 +8,8 @@ scored by a reward, so only they are ranked; the rest just count as generated.
 A QA dream ("... A: answer") is *grounded* when its answer is words of the passage
 it was dreamed from: a faithful self-edit; a model that misread, or dreamed of
 someone else, answers from elsewhere (and fitting that teaches a wrong fact).
+It is an upper bound on faithfulness: an answer that names another fact of the
+same passage still counts as grounded.
 The reader is pure file reading (evals imports no other room) and tolerates
 torn lines: they are skipped and named in `warnings`.
 """

@@ -11,9 +11,10 @@ skills after the stream ÷ before it); "grounded dreams" = the share of a run's
 dreams whose answer is words of the passage they were dreamed from, over all
 dreams / over the rewarded ones (evals/dreams.py), which shows whether the
 reward picks faithful self-edits. "base" is the pretrained base before the
-stream: the runs' `init` row. A second table pairs rows by seed (PAIRS): what
-dreaming and each of its parts add, with the interval of the per-seed difference. Rows follow the variants file's order. The table replaces the text
-between the `lm_table:dreaming` markers of --out (docs/lm_results.md).
+stream: the runs' `init` row. Rows follow the variants file's order. A second
+table pairs rows by seed (PAIRS): what dreaming and each of its parts add, with
+the interval of the per-seed difference. The tables replace the text between the
+`lm_table:dreaming` markers of --out (docs/lm_results.md).
 """
 
 from __future__ import annotations
