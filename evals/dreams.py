@@ -48,6 +48,7 @@ class Dream:
 
 
 def _words(text: str) -> str:
+    """SQuAD-style normalisation, as learners/text/rewards.normalize_answer (evals imports no other room, so it is restated)."""
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
