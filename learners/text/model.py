@@ -18,10 +18,12 @@ Stable module names (PEFT LoRA may target them), Hugging Face layout:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._pytree import tree_map_only
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
@@ -91,18 +93,36 @@ class CausalSelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(batch, time, dim))
 
 
+def broadcast_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
+    """A carried state's leaf for one sequence, repeated over `batch` (0-dim leaves, e.g. a position count, are shared)."""
+    return tensor if tensor.dim() == 0 else tensor.expand(batch, *tensor.shape[1:]).contiguous()
+
+
 class KernelMixer(nn.Module):
     """A registered memory layer (`Cls(dim, num_heads, **opts)`, `forward(x, state) -> (y, state)`) as a mixer.
 
-    Padded positions are zeroed before the layer so padding writes nothing into its state.
+    Padded positions are zeroed before the layer so padding writes nothing into its state. `memory`
+    is a carried state (the text sleep learner's `kernel` fast memory): when set, every sequence
+    starts from it instead of an empty state, as if it had read what wrote the memory first.
+    While `writing`, a forward (one sequence) leaves the state it ends with in `memory`, so
+    consecutive documents chain. A plain attribute, not a buffer: it is no weight, stays out of
+    checkpoints and state dicts, and a deepcopy (a sleep's teacher) keeps it.
     """
 
     def __init__(self, name: str, dim: int, num_heads: int, options: dict):
         super().__init__()
         self.layer = KERNELS.get(name)(dim, num_heads, **options)
+        self.dim = dim
+        self.memory: Any = None
+        self.writing = False
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        y, _ = self.layer(x * attention_mask[..., None].to(x.dtype), None)
+        start = None if self.memory is None else tree_map_only(torch.Tensor, lambda t: broadcast_batch(t, x.size(0)), self.memory)
+        y, state = self.layer(x * attention_mask[..., None].to(x.dtype), start)
+        if self.writing:
+            if x.size(0) != 1:
+                raise ValueError(f"a kernel memory is written one sequence at a time, got a batch of {x.size(0)}")
+            self.memory = tree_map_only(torch.Tensor, torch.Tensor.detach, state)
         return y
 
 

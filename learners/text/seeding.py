@@ -271,10 +271,10 @@ class GKDSeeding(SleepStage):
         metrics: Metrics = {"trainable_params": float(sum(p.numel() for p in trainable)), "new_pairs": float(len(new.prompts)), "kl_before": gap()}
         metrics |= dev_scores(learner, teacher, context.experience, "before")
         with training_only(model, trainable):
-            rounds = opts.rounds if learner.fast_memory.in_weights else 1
+            rounds = opts.rounds if learner.fast_memory.token_level else 1
             for round_index in range(rounds if opts.alpha > 0 else 0):
                 steps = share(opts.steps, rounds, round_index)
-                if learner.fast_memory.in_weights:
+                if learner.fast_memory.token_level:
                     metrics |= self.gkd(learner, teacher, new, steps, seed + round_index)
                 metrics["sequence_kd_loss"] = supervised_steps(
                     learner, new, protect, slow, steps, opts.alpha * opts.lr, opts.batch_size, opts.protect_share, seed + round_index

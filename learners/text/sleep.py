@@ -2,7 +2,8 @@
 
 PAPERS.md, "Language Models Need Sleep". One experience is:
   wake               the passages are read into the fast memory (`learner.fast_memory`, see
-                     text/fast_memory.py: CMS level 0's MLP, or the passages kept in context);
+                     text/fast_memory.py: CMS level 0's MLP, the passages kept in context, or
+                     the carried state of the base's memory-kernel mixers);
                      the core, the slow CMS levels and every consolidated expert do not change.
   sleep begins       teacher := the model with its fast memory (frozen); the fast memory is
                      reset ("synaptic pruning"), so the model being trained, the student, is
@@ -44,7 +45,7 @@ class TextSleepConfig(TextLearnerConfig):
     name: str = "sleep"
     sleep: SleepConfig = field(default_factory=lambda: SleepConfig(stages=["expansion", "knowledge-seeding"]))
     receiver: int = -1  # slow CMS level (1..L-1) that receives each sleep's new expert; -1 cycles through 1..L-1
-    fast_memory: FastMemoryChoice = FastMemoryChoice.context  # what wake writes: context (the passages, kept in context) or cms (CMS level 0's MLP)
+    fast_memory: FastMemoryChoice = FastMemoryChoice.context  # what wake writes: context (the passages, kept in context), cms (CMS level 0's MLP) or kernel (the state of a kernel-mixer base)
 
 
 def receiver_level(receiver: int, levels: int, sleep: int) -> int:
@@ -81,6 +82,7 @@ class TextSleepLearner(TextLearner):
         if "expansion" in config.sleep.stages:
             check_expert_supply(config, info.num_experiences)
         super().__init__(config, info, seed)
+        self.fast_memory.bind(self)
         self.sleeps = torch.zeros((), dtype=torch.long)
 
     def wake(self, experience: Any) -> Metrics:
@@ -117,7 +119,7 @@ class TextSleepLearner(TextLearner):
 
     def load_pending_state(self, state: dict[str, torch.Tensor]) -> None:
         super().load_pending_state(state)
-        self.fast_memory.load_state(state)
+        self.fast_memory.load_state(self, state)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {**super().state_dict(), "sleeps": self.sleeps.clone()}
