@@ -128,3 +128,24 @@ def test_short_term_layer_can_be_a_registered_kernel():
     model = tiny(short_term="test-lm-scale-kernel", short_term_options={"scale": 0.5})
     assert isinstance(model.model.layers[0].mixer.layer, ScaleKernel)
     assert model(**batch()).logits.shape == (3, 12, 300)
+
+
+def mixers(model: SleepLM) -> list:
+    return [layer.mixer for layer in model.model.layers]
+
+
+@pytest.mark.parametrize("name", ["linear-attention", "deltanet", "gated-deltanet", "titans", "titans-mac", "atlas", "hope", "memora"])
+def test_a_carried_kernel_state_continues_the_sequence_for_a_whole_batch(name):
+    """The `kernel` fast memory's contract: writing the first tokens, then reading the rest from the carried state,
+    is the model on the whole sequence; the one written state serves every row of a batch."""
+    model = tiny(short_term=name, num_heads=4)
+    ids = torch.randint(3, 300, (1, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        whole = model(input_ids=ids).logits
+        for mixer in mixers(model):
+            mixer.writing = True
+        model(input_ids=ids[:, :7])
+        for mixer in mixers(model):
+            mixer.writing = False
+        rest = model(input_ids=ids[:, 7:].expand(3, -1)).logits
+    torch.testing.assert_close(rest, whole[:, 7:].expand(3, -1, -1), rtol=1e-4, atol=1e-4)
