@@ -1,6 +1,6 @@
 """The `somna pretrain` table: what each shipped pretrain preset costs and what its base can do.
 
-    .venv/bin/python docs/scripts/pretrain_table.py [--presets world-micro world] [--out docs/pretrain_results.md]
+    .venv/bin/python docs/scripts/pretrain_table.py [--presets world-micro world world-deltanet] [--out docs/pretrain_results.md]
 
 Each preset is read back from the user cache (pretrained first when it is not there: the same
 entry `somna pretrain PRESET` and `learner.model.base=PRESET` use), and its summary.json becomes a
@@ -27,7 +27,7 @@ from somna.platform.provenance import provenance_line
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["world-micro", "world"])
+    parser.add_argument("--presets", nargs="+", default=["world-micro", "world", "world-deltanet"])
     parser.add_argument("--out", type=Path, default=Path("docs/pretrain_results.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)  # pretraining runs on `threads: 1` (the presets), so that the provenance line names it
@@ -38,7 +38,7 @@ def main() -> None:
         summary = json.loads((entry / "summary.json").read_text())
         shutil.copyfile(entry / "loss.png", args.out.parent / f"pretrain_loss_{preset}.png")
         rows.append(
-            f"| `{preset}` | {summary['params']:,} | {cfg.model.num_layers} × d={cfg.model.dim}, BPE {cfg.tokenizer.vocab_size} "
+            f"| `{preset}` | {summary['params']:,} | {cfg.model.num_layers} × d={cfg.model.dim} {cfg.model.short_term}, BPE {cfg.tokenizer.vocab_size} "
             f"| {summary['steps']:,} × {cfg.train.batch_size} | {summary['tokens']:,} | {summary['minutes']:.1f} ({summary['cpu_minutes']:.1f}) "
             f"| {summary['in_context_qa']:.3f} | {summary['closed_book_qa_unseen']:.3f} | {summary['closed_book_qa_world']:.3f} | {summary['closed_book_qa_told']:.3f} |"
         )
