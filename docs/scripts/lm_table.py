@@ -10,7 +10,12 @@ Fact-stream rows:
   sleep −protection       knowledge-seeding protect_share = 0 (no KL to the slow model's own generations)
   sleep −expansion        stages = [knowledge-seeding]: the receiving CMS level itself is trained
   sleep (CMS level 0)     fast_memory = cms: wake fine-tunes CMS level 0's MLP (lr 0.01)
+  sleep +imitation        knowledge-seeding alpha = 0.9: GRPO learning-to-imitate follows distillation
+                          (imitation is off as shipped); −semantic reward also sets gamma = 0
   in-context              ceiling: the passage is in the prompt at test time
+  DeltaNet base: ...      the `world-deltanet` base (DeltaNet mixers, otherwise `world`'s recipe): base,
+                          sleep with the passages in context, sleep with the mixers' carried state as the
+                          fast memory (fast_memory = kernel), and its in-context ceiling
 The "teacher in fast memory" column is the sleep teacher's exact match on the experience's dev
 questions (logged by knowledge seeding, never a test probe).
 new-language and intents rows (`stream_rows`): finetune, replay, opsd and sleep, each as shipped but for
@@ -40,6 +45,8 @@ from somna.evals.rundir import EVENTS_FILE, read_events
 from somna.evals.stats import mean_ci
 from somna.platform.provenance import provenance_line
 
+DELTANET_BASE = "learner.model.base=world-deltanet"
+IMITATION = "learner.sleep.options.knowledge-seeding.alpha=0.9"  # GRPO learning-to-imitate after distillation (off as shipped)
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("base", []),
     "finetune": ("finetune", []),
@@ -48,7 +55,15 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep −protection": ("sleep", ["learner.sleep.options.knowledge-seeding.protect_share=0.0"]),
     "sleep −expansion": ("sleep", ["learner.sleep.stages=[knowledge-seeding]"]),
     "sleep (fast memory: CMS level 0)": ("sleep", ["learner.fast_memory=cms", "learner.lr=0.01"]),
+    "sleep +imitation": ("sleep", [IMITATION]),
+    "sleep +imitation −semantic reward": ("sleep", [IMITATION, "learner.sleep.options.knowledge-seeding.gamma=0.0"]),
     "in-context (ceiling)": ("in-context", []),
+    **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
+        "base": ("base", []),
+        "sleep (fast memory: context)": ("sleep", []),
+        "sleep (fast memory: DeltaNet state)": ("sleep", ["learner.fast_memory=kernel"]),
+        "in-context (ceiling)": ("in-context", []),
+    }.items()},
 }
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 
