@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from somna.learners.text.experts import ExpertMLP, attach_cms, cms_blocks, novelty_routing
-from somna.learners.text.model import SleepLM, SleepLMConfig
+from somna.learners.text.model import SleepLM, SleepLMConfig, writing
 from somna.platform.registry import KERNELS
 
 
@@ -142,10 +142,7 @@ def test_a_carried_kernel_state_continues_the_sequence_for_a_whole_batch(name):
     ids = torch.randint(3, 300, (1, 12), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         whole = model(input_ids=ids).logits
-        for mixer in mixers(model):
-            mixer.writing = True
-        model(input_ids=ids[:, :7])
-        for mixer in mixers(model):
-            mixer.writing = False
+        with writing(mixers(model)):
+            model(input_ids=ids[:, :7])
         rest = model(input_ids=ids[:, 7:].expand(3, -1)).logits
     torch.testing.assert_close(rest, whole[:, 7:].expand(3, -1, -1), rtol=1e-4, atol=1e-4)

@@ -36,7 +36,7 @@ from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
 from somna.learners.text.encoding import with_passage
 from somna.learners.text.learner import training_only
-from somna.learners.text.model import KernelMixer
+from somna.learners.text.model import KernelMixer, writing
 
 if TYPE_CHECKING:
     from somna.learners.text.sleep import TextSleepLearner
@@ -141,14 +141,10 @@ class KernelState(FastMemory):
 
     @torch.no_grad()
     def write(self, learner: TextSleepLearner, texts: list[str], index: int) -> dict[str, float]:
-        for mixer in self.mixers:
-            mixer.writing = True
-        try:
+        with writing(self.mixers):
             for text in texts:  # in the experience's order, one document at a time: each starts from the last one's state
-                learner.model(**learner.encode_documents([text]))
-        finally:
-            for mixer in self.mixers:
-                mixer.writing = False
+                batch = learner.encode_documents([text])
+                learner.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # no labels: reading needs no loss
         return {"train_documents": float(len(texts)), "steps": 0.0}
 
     def reset(self, learner: TextSleepLearner) -> None:

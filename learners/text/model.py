@@ -17,6 +17,8 @@ Stable module names (PEFT LoRA may target them), Hugging Face layout:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -124,6 +126,19 @@ class KernelMixer(nn.Module):
                 raise ValueError(f"a kernel memory is written one sequence at a time, got a batch of {x.size(0)}")
             self.memory = tree_map_only(torch.Tensor, torch.Tensor.detach, state)
         return y
+
+
+@contextmanager
+def writing(mixers: Iterable[KernelMixer]) -> Iterator[None]:
+    """While inside, each forward of one sequence leaves its final state in the `mixers`' `memory`."""
+    mixers = list(mixers)
+    for mixer in mixers:
+        mixer.writing = True
+    try:
+        yield
+    finally:
+        for mixer in mixers:
+            mixer.writing = False
 
 
 class FeedForward(nn.Module):
