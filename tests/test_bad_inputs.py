@@ -206,6 +206,8 @@ CASES = [
          "bad value for 'learner.sleep.options.dreaming.steps'"),
     Case("stages", "option-not-finite", ("run", "split-digits-sleep", "learner.sleep.options.knowledge-seeding.lr=inf"),
          "'learner.sleep.options.knowledge-seeding.lr': must be a finite number"),
+    Case("stages", "option-negative-count", ("run", "fact-stream-micro", "learner.sleep.options.knowledge-seeding.rehearse_questions=-1"),
+         "learner.sleep.options.knowledge-seeding.rehearse_questions must be >= 0, got -1"),
     Case("stages", "options-of-absent-stage", ("run", "split-digits", "learner.sleep.options.dreaming.steps=3"),
          "options for stages not in learner.sleep.stages: dreaming"),
     Case("stages", "learner-lacks-hooks", ("run", "split-digits", "learner.sleep.stages=[dreaming]"),

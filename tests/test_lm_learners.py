@@ -159,6 +159,27 @@ def test_state_dict_restores_the_learner_exactly(name):
 
 
 @pytest.mark.learned
+@pytest.mark.parametrize("kept", [0, 3])
+def test_a_sleep_keeps_its_own_questions_as_cues_and_the_next_sleep_protects_them(kept):
+    """rehearse_questions: a sleep keeps that many of the questions the teacher wrote (one-line closed-book cues, no
+    passage); they travel in the state dict, and the next sleep's protection asks them of the slow model."""
+    cfg, curriculum, learner = setup(f"learner.sleep.options.knowledge-seeding.rehearse_questions={kept}")
+    learner.wake(curriculum[0])
+    metrics = learner.sleep(SleepContext(curriculum[0], 2, seed=0))
+    cues = learner.rehearsal_cues
+    assert metrics["knowledge-seeding/rehearsal_cues"] == 0.0 and len(cues) == kept == len(set(cues))
+    passages = curriculum[0].train["text"]
+    assert all(cue.startswith("Q: ") and cue.endswith("? A:") and "\n" not in cue and cue not in passages for cue in cues)
+    rebuilt = build_learner(cfg, curriculum.info)
+    rebuilt.load_state_dict(copy.deepcopy(learner.state_dict()))
+    assert rebuilt.rehearsal_cues == cues
+    protect = learner.sleep_stages["knowledge-seeding"].protection(learner, learner.frozen_copy(), seed=1)
+    asked = [prompt for prompt in protect.prompts if prompt in cues]
+    assert sorted(asked) == sorted(cues)  # each cue asked once, answered by the slow model
+    assert all(completion for prompt, completion in zip(protect.prompts, protect.completions) if prompt in cues)
+
+
+@pytest.mark.learned
 def test_finetune_memorises_the_passages_it_reads():
     _, curriculum, learner = setup("learner=finetune", "learner.epochs=30", "learner.lr=0.003", stages=[])
     passages = list(curriculum[0].train["text"])

@@ -211,6 +211,7 @@ class GKDSeedingOptions:
     prompt_words: int = 3
     protect_prompts: int = 256  # the slow model's own generations it must keep producing (0: no protection)
     protect_share: float = 0.8  # the share of each sequence-level batch's rows that are those generations
+    rehearse_questions: int = 0  # of its own closed-book questions, how many each sleep keeps as protection cues for later sleeps
     batch_size: int = 4
     num_generations: int = 4
     max_new_tokens: int = 24
@@ -222,8 +223,11 @@ class GKDSeedingOptions:
                 raise ValueError(f"learner.sleep.options.knowledge-seeding.{key} must be in [0, 1], got {getattr(self, key)}")
         if not 0.0 <= self.protect_share < 1.0:
             raise ValueError(f"learner.sleep.options.knowledge-seeding.protect_share must be in [0, 1), got {self.protect_share}")
-        if self.rounds < 1 or min(self.steps, self.imitation_steps, self.questions_per_passage, self.num_prompts, self.protect_prompts) < 0:
-            raise ValueError("learner.sleep.options.knowledge-seeding: rounds must be >= 1 and the step and prompt counts >= 0")
+        if self.rounds < 1:
+            raise ValueError(f"learner.sleep.options.knowledge-seeding.rounds must be >= 1, got {self.rounds}")
+        for key in ("steps", "imitation_steps", "questions_per_passage", "num_prompts", "protect_prompts", "rehearse_questions"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"learner.sleep.options.knowledge-seeding.{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass
@@ -246,7 +250,11 @@ class GKDSeeding(SleepStage):
                restatements (each passage's opening words, continued from the fast memory: verbatim
                when the store holds the passage, else sampled from the teacher);
       protect  the slow model's own generations: passages it writes from nothing, its reading items
-               about them, and those questions asked closed-book.
+               about them, and those questions asked closed-book; with `rehearse_questions`, also the
+               closed-book questions the teacher wrote in earlier sleeps (`learner.rehearsal_cues`:
+               the model's own text, no passage and no answer), answered by the slow model, which
+               holds the earlier sleeps' experts. The slow model cannot write about earlier
+               experiences' people by itself, so without these cues nothing protects them.
     Every step's loss is (1 - protect_share) x the completion loss on the teacher's samples (sequence-
     level distillation) + protect_share x KL(slow || student) on the slow model's generations, so the
     expert and its router learn where to act and where to stay off in the same step. A teacher whose
@@ -257,7 +265,7 @@ class GKDSeeding(SleepStage):
     """
 
     Options = GKDSeedingOptions
-    hooks = ("model", "tokenizer", "fast_memory", "sleep_parameters", "training_texts", "frozen_copy")
+    hooks = ("model", "tokenizer", "fast_memory", "sleep_parameters", "training_texts", "frozen_copy", "rehearsal_cues")
 
     def __call__(self, learner: TextSleepLearner, context: TextSleepContext) -> Metrics:
         opts, model, tokenizer = self.options, learner.model, learner.tokenizer
@@ -286,6 +294,8 @@ class GKDSeeding(SleepStage):
                     lr=(1 - opts.alpha) * opts.lr, num_generations=opts.num_generations, max_new_tokens=opts.max_new_tokens, seed=seed,
                 )
         metrics["kl_after"] = gap()
+        metrics["rehearsal_cues"] = float(len(learner.rehearsal_cues))
+        learner.rehearsal_cues += kept_questions(new, opts.rehearse_questions, seed)
         return metrics | dev_scores(learner, None, context.experience, "after")
 
     def new_knowledge(self, learner: TextSleepLearner, teacher: torch.nn.Module, experience: Any, seed: int) -> SeedingData:
@@ -315,7 +325,7 @@ class GKDSeeding(SleepStage):
         written = sample_completions(slow, tokenizer, [""] * opts.protect_prompts, 2 * opts.max_new_tokens, seed + 1, PROTECT_TEMPERATURE)
         reading = [f"{passage} Q:" for passage in (text.split(" Q:")[0] for text in written) if passage]
         items = sample_completions(slow, tokenizer, reading, opts.max_new_tokens, seed + 2, PROTECT_TEMPERATURE)
-        closed = [f"Q: {q} A:" for q in map(question_of, items) if q]
+        closed = [f"Q: {q} A:" for q in map(question_of, items) if q] + learner.rehearsal_cues
         pairs = list(zip(reading, items)) + list(zip(closed, greedy_answers(slow, tokenizer, closed, opts.max_new_tokens)))
         pairs = [(prompt, completion) for prompt, completion in pairs if completion]
         return SeedingData([p for p, _ in pairs], [p for p, _ in pairs], [c for _, c in pairs])
@@ -339,6 +349,12 @@ def question_of(text: str) -> str:
     question, marker, _ = text.partition("A:")
     question = question.strip()
     return question if marker and question.endswith("?") else ""
+
+
+def kept_questions(data: SeedingData, wanted: int, seed: int) -> list[str]:
+    """`wanted` distinct closed-book prompts ("Q: ... A:", one line each) of the teacher's own QA, a seeded choice."""
+    questions = list(dict.fromkeys(" ".join(p.split()) for p in data.prompts if p.startswith("Q:")))
+    return [questions[i] for i in pick(len(questions), min(wanted, len(questions)), seed)]
 
 
 def pick(count: int, wanted: int, seed: int) -> list[int]:

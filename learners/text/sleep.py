@@ -13,6 +13,9 @@ PAPERS.md, "Language Models Need Sleep". One experience is:
   knowledge-seeding  consolidate: the new expert (its router row included) learns the teacher's
                      answers about the new passages and, on the slow model's own generations,
                      to leave the slow model's outputs alone (text/seeding.py).
+                     With `rehearse_questions`, it also keeps some of the questions it wrote
+                     itself (cues: no passage, no answer) so later sleeps protect what the
+                     slow model answers to them (`rehearsal_cues`).
   dreaming           (optional) ReST-EM rehearsal of self-generated data (text/dreaming.py),
                      also training only the new expert.
 The fast level 0 always sends; the receiving level cycles through the slow levels 1..L-1 in the
@@ -71,6 +74,7 @@ class TextSleepLearner(TextLearner):
 
     Config = TextSleepConfig
     fast_memory: FastMemory  # what wake writes (learner.fast_memory)
+    rehearsal_cues: list[str]  # closed-book questions the model wrote itself in earlier sleeps (knowledge-seeding.rehearse_questions)
 
     def __init__(self, config: Any, info: Any, seed: int):
         levels = len(config.model.cms_periods)
@@ -84,6 +88,7 @@ class TextSleepLearner(TextLearner):
         super().__init__(config, info, seed)
         self.fast_memory.bind(self)
         self.sleeps = torch.zeros((), dtype=torch.long)
+        self.rehearsal_cues = []
 
     def wake(self, experience: Any) -> Metrics:
         """Read the passages into the fast memory; nothing else may change (`requires_grad` only on the store)."""
@@ -122,11 +127,23 @@ class TextSleepLearner(TextLearner):
         self.fast_memory.load_state(self, state)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {**super().state_dict(), "sleeps": self.sleeps.clone()}
+        return {**super().state_dict(), "sleeps": self.sleeps.clone(), "rehearsal_cues": encode_lines(self.rehearsal_cues)}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         super().load_state_dict(state)
         self.sleeps = state["sleeps"].clone()
+        self.rehearsal_cues = decode_lines(state.get("rehearsal_cues", torch.zeros(0, dtype=torch.uint8)))  # none before they existed
+
+
+def encode_lines(lines: list[str]) -> torch.Tensor:
+    """Lines of text as a uint8 tensor (UTF-8, newline-separated): a checkpoint holds tensors only."""
+    return torch.tensor(list("\n".join(lines).encode()), dtype=torch.uint8)
+
+
+def decode_lines(data: torch.Tensor) -> list[str]:
+    """The inverse of `encode_lines`."""
+    text = bytes(data.tolist()).decode()
+    return text.split("\n") if text else []
 
 
 @register_sleep_stage("expansion", modality="text")
