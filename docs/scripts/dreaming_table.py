@@ -31,14 +31,9 @@ from somna.evals import metrics
 from somna.evals.compare import find_runs
 from somna.evals.dreams import read_dreams
 from somna.evals.rundir import load_run
-from somna.evals.stats import mean_ci
 from somna.platform.provenance import provenance_line
 
-from lm_table import write_between_markers  # this script's folder is on sys.path when it runs
-
-
-def fmt(values: list[float]) -> str:
-    return mean_ci(values).format(3)
+from lm_table import fmt, paired_rows, write_between_markers  # this script's folder is on sys.path when it runs
 
 
 def grounded_shares(run_dir: Path) -> tuple[float, float] | None:
@@ -98,13 +93,7 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
     for label in order:
         columns = zip(*by_seed[label].values())
         lines.append(f"| {label} | {' | '.join(fmt(list(c)) for c in columns)} | {grounded_cell(runs[label])} |")
-    lines += ["", "Paired by seed (mean ± 95% CI of the per-seed difference):", ""]
-    lines += [f"| difference | {' | '.join(f'Δ {c}' for c in COLUMNS)} |", "|---|---:|---:|---:|---:|"]
-    for row, reference in PAIRS:
-        if row in by_seed and reference in by_seed:
-            common = sorted(set(by_seed[row]) & set(by_seed[reference]))
-            differences = zip(*([a - b for a, b in zip(by_seed[row][s], by_seed[reference][s])] for s in common))
-            lines.append(f"| {row} − {reference} | {' | '.join(fmt(list(d)) for d in differences)} |")
+    lines += paired_rows(by_seed, PAIRS, COLUMNS)
     threads = {run.config["resources"]["threads"] for group in runs.values() for run in group}
     if len(threads) == 1:
         torch.set_num_threads(int(threads.pop()))  # the runs' thread count, so that the provenance line names it

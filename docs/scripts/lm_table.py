@@ -47,6 +47,8 @@ from somna.platform.provenance import provenance_line
 
 DELTANET_BASE = "learner.model.base=world-deltanet"
 IMITATION = "learner.sleep.options.knowledge-seeding.alpha=0.9"  # GRPO learning-to-imitate after distillation (off as shipped)
+REHEARSE = "learner.sleep.options.knowledge-seeding.rehearse_questions"
+CUES = f"{REHEARSE}=64"  # chosen before any run, not tuned
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("base", []),
     "finetune": ("finetune", []),
@@ -57,6 +59,9 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep (fast memory: CMS level 0)": ("sleep", ["learner.fast_memory=cms", "learner.lr=0.01"]),
     "sleep +imitation": ("sleep", [IMITATION]),
     "sleep +imitation −semantic reward": ("sleep", [IMITATION, "learner.sleep.options.knowledge-seeding.gamma=0.0"]),
+    "sleep +own questions as cues": ("sleep", [CUES]),
+    "sleep +all own questions as cues": ("sleep", [f"{REHEARSE}=100000"]),  # how much more cues buy (an experiment, not a choice)
+    "sleep (fast memory: CMS level 0) +own questions as cues": ("sleep", ["learner.fast_memory=cms", "learner.lr=0.01", CUES]),
     "in-context (ceiling)": ("in-context", []),
     **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
         "base": ("base", []),
@@ -65,6 +70,14 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
         "in-context (ceiling)": ("in-context", []),
     }.items()},
 }
+# (row, the row it is compared with), paired by seed: the goal "sleep's ACC >= finetune's + 0.10", and what the cues add
+FACT_PAIRS = [
+    ("sleep (fast memory: context)", "finetune"),
+    ("sleep +own questions as cues", "sleep (fast memory: context)"),
+    ("sleep +own questions as cues", "finetune"),
+    ("sleep +all own questions as cues", "sleep +own questions as cues"),
+    ("sleep (fast memory: CMS level 0) +own questions as cues", "sleep (fast memory: CMS level 0)"),
+]
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 
 
@@ -138,6 +151,24 @@ def skill_cell(runs: list[Outcome]) -> str:
     return fmt(values) if not all(np.isnan(values)) else "—"
 
 
+def fact_scores(run: Outcome) -> list[float]:
+    """A fact-stream run's newest-experience accuracy, ACC, BWT and skill retention."""
+    return [run.R[-1, -1], metrics.acc(run.R), metrics.bwt(run.R), run.summary.get("skill_retention", float("nan"))]
+
+
+def paired_rows(by_seed: dict[str, dict[int, list[float]]], pairs: list[tuple[str, str]], columns: tuple[str, ...]) -> list[str]:
+    """A markdown table of `row − reference` for each pair both ran: mean ± 95% CI of the per-seed differences
+    of each column (`by_seed[label][seed]` holds a run's column values)."""
+    lines = ["", "Paired by seed (mean ± 95% CI of the per-seed difference):", ""]
+    lines += [f"| difference | {' | '.join(f'Δ {c}' for c in columns)} |", "|---|" + "---:|" * len(columns)]
+    for row, reference in pairs:
+        if row in by_seed and reference in by_seed:
+            common = sorted(set(by_seed[row]) & set(by_seed[reference]))
+            differences = zip(*([a - b for a, b in zip(by_seed[row][s], by_seed[reference][s])] for s in common))
+            lines.append(f"| {row} − {reference} | {' | '.join(fmt(list(d)) for d in differences)} |")
+    return lines
+
+
 def fact_stream_table(results: dict[str, list[Outcome]]) -> str:
     lines = [
         "| fact-stream | no-context QA, newest experience | ACC | BWT | skill retention | teacher in fast memory (dev) | run time (s) |",
@@ -149,7 +180,8 @@ def fact_stream_table(results: dict[str, list[Outcome]]) -> str:
             f"| {label} | {fmt([run.R[-1, -1] for run in runs])} | {fmt([metrics.acc(run.R) for run in runs])} | "
             f"{fmt([metrics.bwt(run.R) for run in runs])} | {skill_cell(runs)} | {teacher} | {np.mean([run.seconds for run in runs]):.0f} |"
         )
-    return "\n".join(lines)
+    by_seed = {label: {run.summary["seed"]: fact_scores(run) for run in runs} for label, runs in results.items()}
+    return "\n".join(lines + paired_rows(by_seed, FACT_PAIRS, ("newest", "ACC", "BWT", "skill retention")))
 
 
 def language_table(results: dict[str, list[Outcome]]) -> str:
