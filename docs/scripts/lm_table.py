@@ -49,6 +49,7 @@ DELTANET_BASE = "learner.model.base=world-deltanet"
 IMITATION = "learner.sleep.options.knowledge-seeding.alpha=0.9"  # GRPO learning-to-imitate after distillation (off as shipped)
 REHEARSE = "learner.sleep.options.knowledge-seeding.rehearse_questions"
 CUES = f"{REHEARSE}=64"  # chosen before any run, not tuned
+CMS_MEMORY = ["learner.fast_memory=cms", "learner.lr=0.01"]  # wake fine-tunes CMS level 0's MLP
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("base", []),
     "finetune": ("finetune", []),
@@ -56,12 +57,12 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep (fast memory: context)": ("sleep", []),
     "sleep −protection": ("sleep", ["learner.sleep.options.knowledge-seeding.protect_share=0.0"]),
     "sleep −expansion": ("sleep", ["learner.sleep.stages=[knowledge-seeding]"]),
-    "sleep (fast memory: CMS level 0)": ("sleep", ["learner.fast_memory=cms", "learner.lr=0.01"]),
+    "sleep (fast memory: CMS level 0)": ("sleep", CMS_MEMORY),
     "sleep +imitation": ("sleep", [IMITATION]),
     "sleep +imitation −semantic reward": ("sleep", [IMITATION, "learner.sleep.options.knowledge-seeding.gamma=0.0"]),
     "sleep +own questions as cues": ("sleep", [CUES]),
     "sleep +all own questions as cues": ("sleep", [f"{REHEARSE}=100000"]),  # how much more cues buy (an experiment, not a choice)
-    "sleep (fast memory: CMS level 0) +own questions as cues": ("sleep", ["learner.fast_memory=cms", "learner.lr=0.01", CUES]),
+    "sleep (fast memory: CMS level 0) +own questions as cues": ("sleep", [*CMS_MEMORY, CUES]),
     "in-context (ceiling)": ("in-context", []),
     **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
         "base": ("base", []),

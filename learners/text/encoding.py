@@ -50,6 +50,21 @@ def encode_documents(tokenizer: Any, texts: list[str], max_length: int) -> dict[
     return encode_pairs(tokenizer, [""] * len(texts), texts, max_length)
 
 
+def texts_to_bytes(texts: list[str], width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts as a checkpoint can hold them (tensors only): (n, width) zero-padded UTF-8 rows and their byte lengths.
+    `width` defaults to the longest text's bytes."""
+    encoded = [text.encode() for text in texts]
+    rows = torch.zeros(len(encoded), max([len(raw) for raw in encoded], default=0) if width is None else width, dtype=torch.uint8)
+    for row, raw in enumerate(encoded):
+        rows[row, : len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+    return rows, torch.tensor([len(raw) for raw in encoded], dtype=torch.long)
+
+
+def texts_from_bytes(rows: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+    """The inverse of `texts_to_bytes`."""
+    return [bytes(rows[i, :n].tolist()).decode() for i, n in enumerate(lengths.tolist())]
+
+
 def on_device(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     device = next(model.parameters()).device
     return {key: value.to(device) for key, value in batch.items()}

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from somna.learners.text.encoding import texts_from_bytes, texts_to_bytes
 from somna.learners.text.learner import TextLearner, TextLearnerConfig
 from somna.platform.registry import register_learner
 
@@ -54,15 +55,10 @@ class ReplayLM(TextLearner):
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The buffer travels as a (documents, max_document_bytes) uint8 tensor plus lengths."""
-        encoded = [text.encode() for text in self.buffer]
-        data = torch.zeros(len(encoded), self.config.max_document_bytes, dtype=torch.uint8)
-        for row, raw in enumerate(encoded):
-            data[row, : len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
-        lengths = torch.tensor([len(raw) for raw in encoded], dtype=torch.long)
+        data, lengths = texts_to_bytes(self.buffer, self.config.max_document_bytes)
         return {**super().state_dict(), "buffer.bytes": data, "buffer.lengths": lengths, "buffer.seen": self.seen.clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         super().load_state_dict(state)
-        rows, lengths = state["buffer.bytes"], state["buffer.lengths"].tolist()
-        self.buffer = [bytes(rows[i, :n].tolist()).decode() for i, n in enumerate(lengths)]
+        self.buffer = texts_from_bytes(state["buffer.bytes"], state["buffer.lengths"])
         self.seen = state["buffer.seen"].clone()

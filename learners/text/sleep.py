@@ -38,6 +38,7 @@ import torch
 
 from somna.learners.base import Metrics, SleepConfig, SleepContext
 from somna.learners.stages import SleepStage
+from somna.learners.text.encoding import texts_from_bytes, texts_to_bytes
 from somna.learners.text.fast_memory import FastMemory, FastMemoryChoice, build_fast_memory
 from somna.learners.text.learner import TextLearner, TextLearnerConfig, TextSleepContext
 from somna.platform.registry import register_learner, register_sleep_stage
@@ -127,23 +128,14 @@ class TextSleepLearner(TextLearner):
         self.fast_memory.load_state(self, state)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {**super().state_dict(), "sleeps": self.sleeps.clone(), "rehearsal_cues": encode_lines(self.rehearsal_cues)}
+        cues, lengths = texts_to_bytes(self.rehearsal_cues)
+        return {**super().state_dict(), "sleeps": self.sleeps.clone(), "rehearsal_cues.bytes": cues, "rehearsal_cues.lengths": lengths}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         super().load_state_dict(state)
         self.sleeps = state["sleeps"].clone()
-        self.rehearsal_cues = decode_lines(state.get("rehearsal_cues", torch.zeros(0, dtype=torch.uint8)))  # none before they existed
-
-
-def encode_lines(lines: list[str]) -> torch.Tensor:
-    """Lines of text as a uint8 tensor (UTF-8, newline-separated): a checkpoint holds tensors only."""
-    return torch.tensor(list("\n".join(lines).encode()), dtype=torch.uint8)
-
-
-def decode_lines(data: torch.Tensor) -> list[str]:
-    """The inverse of `encode_lines`."""
-    text = bytes(data.tolist()).decode()
-    return text.split("\n") if text else []
+        saved = "rehearsal_cues.bytes" in state  # a checkpoint from before the cues existed holds none
+        self.rehearsal_cues = texts_from_bytes(state["rehearsal_cues.bytes"], state["rehearsal_cues.lengths"]) if saved else []
 
 
 @register_sleep_stage("expansion", modality="text")
