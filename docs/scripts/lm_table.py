@@ -12,6 +12,10 @@ Fact-stream rows:
   sleep (CMS level 0)     fast_memory = cms: wake fine-tunes CMS level 0's MLP (lr 0.01)
   sleep +imitation        knowledge-seeding alpha = 0.9: GRPO learning-to-imitate follows distillation
                           (imitation is off as shipped); −semantic reward also sets gamma = 0
+  sleep +own questions as cues
+                          knowledge-seeding rehearse_questions = 64 (off as shipped): each sleep keeps 64 of its
+                          teacher's closed-book questions, later sleeps protect them; "all" keeps every one, and
+                          "4× protection prompts" also draws 1024 protection prompts instead of 256
   in-context              ceiling: the passage is in the prompt at test time
   DeltaNet base: ...      the `world-deltanet` base (DeltaNet mixers, otherwise `world`'s recipe): base,
                           sleep with the passages in context, sleep with the mixers' carried state as the
@@ -49,6 +53,7 @@ DELTANET_BASE = "learner.model.base=world-deltanet"
 IMITATION = "learner.sleep.options.knowledge-seeding.alpha=0.9"  # GRPO learning-to-imitate after distillation (off as shipped)
 REHEARSE = "learner.sleep.options.knowledge-seeding.rehearse_questions"
 CUES = f"{REHEARSE}=64"  # chosen before any run, not tuned
+PROTECT_PROMPTS = "learner.sleep.options.knowledge-seeding.protect_prompts"  # 256 as shipped
 CMS_MEMORY = ["learner.fast_memory=cms", "learner.lr=0.01"]  # wake fine-tunes CMS level 0's MLP
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("base", []),
@@ -63,6 +68,7 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +own questions as cues": ("sleep", [CUES]),
     "sleep +all own questions as cues": ("sleep", [f"{REHEARSE}=100000"]),  # how much more cues buy (an experiment, not a choice)
     "sleep (fast memory: CMS level 0) +own questions as cues": ("sleep", [*CMS_MEMORY, CUES]),
+    "sleep +own questions as cues, 4× protection prompts": ("sleep", [CUES, f"{PROTECT_PROMPTS}=1024"]),  # is coverage what skills lack? (an experiment)
     "in-context (ceiling)": ("in-context", []),
     **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
         "base": ("base", []),
@@ -78,6 +84,7 @@ FACT_PAIRS = [
     ("sleep +own questions as cues", "finetune"),
     ("sleep +all own questions as cues", "sleep +own questions as cues"),
     ("sleep (fast memory: CMS level 0) +own questions as cues", "sleep (fast memory: CMS level 0)"),
+    ("sleep +own questions as cues, 4× protection prompts", "sleep +own questions as cues"),
 ]
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 
@@ -152,6 +159,18 @@ def skill_cell(runs: list[Outcome]) -> str:
     return fmt(values) if not all(np.isnan(values)) else "—"
 
 
+def skill_parts_rows(results: dict[str, list[Outcome]]) -> list[str]:
+    """A markdown table of each skill's retention (final / before, from summary.json): what the mean is made of."""
+    prefix = "skill_retention/"
+    skills = sorted({key.removeprefix(prefix) for runs in results.values() for run in runs for key in run.summary if key.startswith(prefix)})
+    lines = ["", "Skill retention by skill (its column above is their mean):", ""]
+    lines += [f"| row | {' | '.join(skills)} |", "|---|" + "---:|" * len(skills)]
+    for label, runs in results.items():
+        cells = [fmt([run.summary[prefix + skill] for run in runs]) if all(prefix + skill in run.summary for run in runs) else "—" for skill in skills]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    return lines
+
+
 def fact_scores(run: Outcome) -> list[float]:
     """A fact-stream run's newest-experience accuracy, ACC, BWT and skill retention."""
     return [run.R[-1, -1], metrics.acc(run.R), metrics.bwt(run.R), run.summary.get("skill_retention", float("nan"))]
@@ -182,7 +201,7 @@ def fact_stream_table(results: dict[str, list[Outcome]]) -> str:
             f"{fmt([metrics.bwt(run.R) for run in runs])} | {skill_cell(runs)} | {teacher} | {np.mean([run.seconds for run in runs]):.0f} |"
         )
     by_seed = {label: {run.summary["seed"]: fact_scores(run) for run in runs} for label, runs in results.items()}
-    return "\n".join(lines + paired_rows(by_seed, FACT_PAIRS, ("newest", "ACC", "BWT", "skill retention")))
+    return "\n".join(lines + paired_rows(by_seed, FACT_PAIRS, ("newest", "ACC", "BWT", "skill retention")) + skill_parts_rows(results))
 
 
 def language_table(results: dict[str, list[Outcome]]) -> str:

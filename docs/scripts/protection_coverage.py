@@ -1,0 +1,145 @@
+"""Which of the base's world facts a sleep keeps: those its protection asks about, those of people it names, or all alike?
+
+Sleep loses about half of the base's closed-book world knowledge over the stream (skill retention
+`closed_book_qa_world`) although about half of protection's questions are about world people. This
+reads back finished fact-stream runs of `docs/scripts/lm_table.py` and, for each sleep, rebuilds the
+protection prompts that sleep drew (the same seed, with the slow model as it was then: the base, or the
+previous experience's checkpoint, whose state also holds the rehearsal cues; the context fast memory
+leaves the weights alone during wake). It sorts every world fact of the people pretraining asked about
+(each attribute, question paraphrase 0) by what protection holds of it (`coverage`) and asks it
+closed-book before the sleep and after it (its checkpoint). Of the facts known before, it reports the
+share still known after, per group. The world's facts are the base's skill, not the stream's test probes.
+
+    .venv/bin/python docs/scripts/protection_coverage.py [--rows "sleep (fast memory: context)"] [--seeds 0 1 2 3 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from somna.curricula.world import ATTRIBUTES, Entity, World, WorldConfig, question
+from somna.evals.rundir import load_run
+from somna.evals.stats import mean_ci
+from somna.learners.base import derive_seed
+from somna.learners.text.encoding import greedy_answers
+from somna.learners.text.rewards import exact_match
+from somna.learners.text.seeding import SEEDING_SALT
+from somna.platform.builders import build_curriculum, build_learner
+from somna.platform.provenance import provenance_line
+
+from lm_table import write_between_markers  # this script's folder is on sys.path when it runs
+
+
+def world_of(learner) -> World:
+    """The world the learner's base was pretrained on (its pretrain.yaml)."""
+    spec = OmegaConf.load(Path(learner.config.model.base) / "pretrain.yaml")
+    return World(WorldConfig(**spec.world))
+
+
+@dataclass(frozen=True)
+class Fact:
+    person: Entity
+    attribute: str
+
+    @property
+    def probe(self) -> tuple[str, str]:
+        """(closed-book prompt, answer), question paraphrase 0."""
+        return question(self.person, self.attribute, 0)
+
+
+GROUPS = ("asked", "named", "absent")
+CACHE = "protection_coverage.json"
+
+
+def known(learner, facts: list[Fact]) -> list[bool]:
+    """Closed-book exact match of the learner's current model on each fact."""
+    probes = [fact.probe for fact in facts]
+    predictions = greedy_answers(learner.model, learner.tokenizer, [prompt for prompt, _ in probes], learner.config.eval_max_new_tokens)
+    return [bool(exact_match(p, answer)) for p, (_, answer) in zip(predictions, probes)]
+
+
+def coverage(texts: str, fact: Fact) -> str:
+    """What protection's `texts` (lowercased, whitespace-normalised) hold of `fact`: "asked" (a question about
+    this person and attribute, in any paraphrase), "named" (the person, not this question) or "absent"."""
+    if any(q.format(e=fact.person.name).lower() in texts for q in ATTRIBUTES[fact.attribute].questions):
+        return "asked"
+    return "named" if re.search(rf"\b{fact.person.name.lower()}\b", texts) else "absent"
+
+
+def run_coverage(run_dir: Path) -> dict[str, float]:
+    """Over one run's sleeps: per group (see `coverage`), the facts known before a sleep and the share kept after it.
+    Kept in the run directory (CACHE), so a rerun with more rows reads the finished ones back."""
+    cache = run_dir / CACHE
+    if cache.exists():
+        return json.loads(cache.read_text())
+    run = load_run(run_dir)
+    cfg = OmegaConf.create(run.config)
+    learner = build_learner(cfg, build_curriculum(cfg).info)
+    world = world_of(learner)
+    facts = [Fact(person, attribute) for person in world.asked for attribute in ATTRIBUTES]
+    stage = learner.sleep_stages["knowledge-seeding"]
+    before_count, kept_count = dict.fromkeys(GROUPS, 0), dict.fromkeys(GROUPS, 0)
+    before = known(learner, facts)
+    checkpoints = run.checkpoints()
+    for checkpoint in checkpoints:
+        protect = stage.protection(learner, learner.frozen_copy(), derive_seed(learner.seed, checkpoint.index, SEEDING_SALT))
+        texts = " ".join(" ".join(text.lower().split()) for text in protect.prompts + protect.completions)
+        groups = [coverage(texts, fact) for fact in facts]
+        learner.load_state_dict(checkpoint.load())
+        after = known(learner, facts)
+        for group, was, still in zip(groups, before, after):
+            before_count[group] += was
+            kept_count[group] += was and still
+        before = after
+    sleeps = len(checkpoints)
+    scores = {
+        **{f"kept/{g}": kept_count[g] / before_count[g] if before_count[g] else float("nan") for g in GROUPS},
+        **{f"known/{g}": before_count[g] / sleeps for g in GROUPS},
+    }
+    cache.write_text(json.dumps(scores) + "\n")
+    return scores
+
+
+def with_overall(scores: dict[str, float]) -> dict[str, float]:
+    """`scores` and "kept/all": the share of all facts known before a sleep that it kept (the groups pooled)."""
+    known = {g: scores[f"known/{g}"] for g in GROUPS}
+    kept = sum(scores[f"kept/{g}"] * known[g] for g in GROUPS if known[g])
+    return scores | {"kept/all": kept / sum(known.values())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", default=["sleep (fast memory: context)"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--runs", type=Path, default=Path("runs/lm-table/ablation"))
+    parser.add_argument("--out", type=Path, default=Path("docs/lm_results.md"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    columns = ["kept/all"] + [f"kept/{g}" for g in GROUPS] + [f"known/{g}" for g in GROUPS]
+    lines = [
+        f"Seeds {', '.join(map(str, args.seeds))}; each sleep's facts pooled per seed, mean ± 95% CI over seeds; produced by "
+        "`docs/scripts/protection_coverage.py` from the `lm_table.py` runs. Facts: every attribute of the 100 world people "
+        "pretraining asked about (700), closed-book.",
+        "",
+        "| row | world facts kept by a sleep: all | protection asks this fact | names the person only | does not name the person "
+        "| facts known before a sleep: asked | named only | not named |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in args.rows:
+        per_seed = [with_overall(run_coverage(args.runs / row.replace(" ", "_") / f"seed{seed}")) for seed in args.seeds]
+        cells = [mean_ci([scores[c] for scores in per_seed]).format(0 if c.startswith("known/") else 3) for c in columns]
+        lines.append(f"| {row} | {' | '.join(cells)} |")
+    report = "\n".join(lines + ["", provenance_line()])
+    print(report)
+    write_between_markers(args.out, report, "protection_coverage")
+
+
+if __name__ == "__main__":
+    main()
