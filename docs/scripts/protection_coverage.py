@@ -28,13 +28,12 @@ from somna.curricula.world import ATTRIBUTES, Entity, World, WorldConfig, questi
 from somna.evals.rundir import load_run
 from somna.evals.stats import mean_ci
 from somna.learners.base import derive_seed
-from somna.learners.text.encoding import greedy_answers
-from somna.learners.text.rewards import exact_match
 from somna.learners.text.seeding import SEEDING_SALT
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.provenance import provenance_line
 
-from lm_table import write_between_markers  # this script's folder is on sys.path when it runs
+from kernel_memory_probe import exact  # this script's folder is on sys.path when it runs
+from lm_table import write_between_markers
 
 
 def world_of(learner) -> World:
@@ -58,11 +57,10 @@ GROUPS = ("asked", "named", "absent")
 CACHE = "protection_coverage.json"
 
 
-def known(learner, facts: list[Fact]) -> list[bool]:
-    """Closed-book exact match of the learner's current model on each fact."""
-    probes = [fact.probe for fact in facts]
-    predictions = greedy_answers(learner.model, learner.tokenizer, [prompt for prompt, _ in probes], learner.config.eval_max_new_tokens)
-    return [bool(exact_match(p, answer)) for p, (_, answer) in zip(predictions, probes)]
+def known(learner, facts: list[Fact]) -> list[float]:
+    """Closed-book exact match (1 or 0) of the learner's current model on each fact."""
+    prompts, answers = zip(*(fact.probe for fact in facts))
+    return exact(learner, list(prompts), list(answers))
 
 
 def coverage(texts: str, fact: Fact) -> str:
