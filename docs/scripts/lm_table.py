@@ -14,8 +14,10 @@ Fact-stream rows:
                           (imitation is off as shipped); −semantic reward also sets gamma = 0
   sleep +own questions as cues
                           knowledge-seeding rehearse_questions = 64 (off as shipped): each sleep keeps 64 of its
-                          teacher's closed-book questions, later sleeps protect them; "all" keeps every one, and
-                          "4× protection prompts" also draws 1024 protection prompts instead of 256
+                          teacher's closed-book questions, later sleeps protect them; "all" keeps every one,
+                          "4× protection prompts" also draws 1024 protection prompts instead of 256, and
+                          "4×" and "8× seeding steps" take 1200 and 2400 knowledge-seeding steps instead of 300
+                          (each step's rows stay 4 new + 4 protection, so each pair is trained on 4× or 8× as often)
   in-context              ceiling: the passage is in the prompt at test time
   DeltaNet base: ...      the `world-deltanet` base (DeltaNet mixers, otherwise `world`'s recipe): base,
                           sleep with the passages in context, sleep with the mixers' carried state as the
@@ -26,6 +28,7 @@ new-language and intents rows (`stream_rows`): finetune, replay, opsd and sleep,
 the seeding switches their documents need (restatements only; opsd's CMS level 0 at lr 0.01).
 
     .venv/bin/python docs/scripts/lm_table.py [--seeds 0 1 2 3 4] [--jobs 2] [--tables ablation language intents] [--out FILE]
+    .venv/bin/python docs/scripts/lm_table.py --tables ablation --rows ROW [ROW ...] --block NAME   # a few rows, own block
 
 The dreaming table comes from `somna sweep` instead: see docs/scripts/dreaming_table.py.
 """
@@ -54,6 +57,7 @@ IMITATION = "learner.sleep.options.knowledge-seeding.alpha=0.9"  # GRPO learning
 REHEARSE = "learner.sleep.options.knowledge-seeding.rehearse_questions"
 CUES = f"{REHEARSE}=64"  # chosen before any run, not tuned
 PROTECT_PROMPTS = "learner.sleep.options.knowledge-seeding.protect_prompts"  # 256 as shipped
+SEEDING_STEPS = "learner.sleep.options.knowledge-seeding.steps"  # 300 as shipped
 CMS_MEMORY = ["learner.fast_memory=cms", "learner.lr=0.01"]  # wake fine-tunes CMS level 0's MLP
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("base", []),
@@ -69,6 +73,8 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +all own questions as cues": ("sleep", [f"{REHEARSE}=100000"]),  # how much more cues buy (an experiment, not a choice)
     "sleep (fast memory: CMS level 0) +own questions as cues": ("sleep", [*CMS_MEMORY, CUES]),
     "sleep +own questions as cues, 4× protection prompts": ("sleep", [CUES, f"{PROTECT_PROMPTS}=1024"]),  # is coverage what skills lack? (an experiment)
+    "sleep +own questions as cues, 4× seeding steps": ("sleep", [CUES, f"{SEEDING_STEPS}=1200"]),  # or the strength of each sleep's protection? (an experiment)
+    "sleep +own questions as cues, 8× seeding steps": ("sleep", [CUES, f"{SEEDING_STEPS}=2400"]),  # does that lever keep paying? (an experiment)
     "in-context (ceiling)": ("in-context", []),
     **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
         "base": ("base", []),
@@ -85,6 +91,8 @@ FACT_PAIRS = [
     ("sleep +all own questions as cues", "sleep +own questions as cues"),
     ("sleep (fast memory: CMS level 0) +own questions as cues", "sleep (fast memory: CMS level 0)"),
     ("sleep +own questions as cues, 4× protection prompts", "sleep +own questions as cues"),
+    ("sleep +own questions as cues, 4× seeding steps", "sleep +own questions as cues"),
+    ("sleep +own questions as cues, 8× seeding steps", "sleep +own questions as cues, 4× seeding steps"),
 ]
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 
@@ -235,7 +243,11 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/lm-table")
     parser.add_argument("--out", default="docs/lm_results.md")
     parser.add_argument("--tables", nargs="+", default=["ablation", "language", "intents"], choices=["ablation", "language", "intents"])
+    parser.add_argument("--rows", nargs="+", help="only these rows of the one table asked for (their runs are the full table's)")
+    parser.add_argument("--block", help="write between lm_table:BLOCK markers instead of the table's own (with --rows)")
     args = parser.parse_args()
+    if (args.rows or args.block) and len(args.tables) != 1:
+        parser.error("--rows and --block need exactly one table in --tables")
     torch.set_num_threads(THREADS)  # the runs' thread count, so that the provenance line names it
 
     groups = {  # table -> (preset, its rows (label -> (learner, overrides)) from the preset, formatter)
@@ -244,6 +256,13 @@ def main() -> None:
         "intents": ("intents", stream_rows, intents_table),
     }
     rows_of = {table: groups[table][1](groups[table][0]) for table in args.tables}  # only the tables asked for are built
+    if args.rows:
+        table, = args.tables
+        unknown = [row for row in args.rows if row not in rows_of[table]]
+        if unknown:
+            parser.error(f"no row {unknown[0]!r} in the {table} table; its rows: {', '.join(rows_of[table])}")
+        rows_of[table] = {row: rows_of[table][row] for row in args.rows}
+    selection = [*(["--rows", *map(repr, args.rows)] if args.rows else []), *(["--block", args.block] if args.block else [])]
     jobs = {}
     for table, rows in rows_of.items():
         preset = groups[table][0]
@@ -257,13 +276,13 @@ def main() -> None:
     for table, rows in rows_of.items():
         formatter = groups[table][2]
         report = "\n\n".join([
-            f"Seeds {seeds}; mean ± 95% CI (Student t). Presets as shipped; produced by `docs/scripts/lm_table.py --tables {table}` "
+            f"Seeds {seeds}; mean ± 95% CI (Student t). Presets as shipped; produced by `{' '.join(['docs/scripts/lm_table.py --tables', table, *selection])}` "
             f"({sum(1 for key in jobs if key[0] == table)} runs; all {len(jobs)} runs of this invocation took {total / 60:.0f} minutes of wall clock).",
             formatter({label: [outcomes[(table, label, s)] for s in args.seeds] for label in rows}),
             provenance_line(),
         ])
         print(report)
-        write_between_markers(Path(args.out), report, table)
+        write_between_markers(Path(args.out), report, args.block or table)
 
 
 def write_between_markers(path: Path, report: str, name: str) -> None:

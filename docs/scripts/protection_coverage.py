@@ -10,7 +10,7 @@ leaves the weights alone during wake). It sorts every world fact of the people p
 closed-book before the sleep and after it (its checkpoint). Of the facts known before, it reports the
 share still known after, per group. The world's facts are the base's skill, not the stream's test probes.
 
-    .venv/bin/python docs/scripts/protection_coverage.py [--rows "sleep (fast memory: context)"] [--seeds 0 1 2 3 4]
+    .venv/bin/python docs/scripts/protection_coverage.py [--rows "sleep (fast memory: context)"] [--seeds 0 1 2 3 4] [--block NAME]
 """
 
 from __future__ import annotations
@@ -118,12 +118,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--runs", type=Path, default=Path("runs/lm-table/ablation"))
     parser.add_argument("--out", type=Path, default=Path("docs/lm_results.md"))
+    parser.add_argument("--block", default="protection_coverage", help="write between lm_table:BLOCK markers")
     args = parser.parse_args()
     torch.set_num_threads(1)
     columns = ["kept/all"] + [f"kept/{g}" for g in GROUPS] + [f"known/{g}" for g in GROUPS]
+    command = " ".join(["docs/scripts/protection_coverage.py --rows", *map(repr, args.rows), "--block", args.block])
     lines = [
         f"Seeds {', '.join(map(str, args.seeds))}; each sleep's facts pooled per seed, mean ± 95% CI over seeds; produced by "
-        "`docs/scripts/protection_coverage.py` from the `lm_table.py` runs. Facts: every attribute of the 100 world people "
+        f"`{command}` from the `lm_table.py` runs. Facts: every attribute of the 100 world people "
         "pretraining asked about (700), closed-book.",
         "",
         "| row | world facts kept by a sleep: all | protection asks this fact | names the person only | does not name the person "
@@ -136,7 +138,7 @@ def main() -> None:
         lines.append(f"| {row} | {' | '.join(cells)} |")
     report = "\n".join(lines + ["", provenance_line()])
     print(report)
-    write_between_markers(args.out, report, "protection_coverage")
+    write_between_markers(args.out, report, args.block)
 
 
 if __name__ == "__main__":
