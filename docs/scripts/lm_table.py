@@ -23,7 +23,8 @@ Fact-stream rows:
                           sleep with the passages in context, sleep with the mixers' carried state as the
                           fast memory (fast_memory = kernel), and its in-context ceiling
 The "teacher in fast memory" column is the sleep teacher's exact match on the experience's dev
-questions (logged by knowledge seeding, never a test probe).
+questions (logged by knowledge seeding, never a test probe); a second table gives the student's dev exact
+match before and after each sleep and the teacher–student KL on the pairs it was trained on.
 new-language and intents rows (`stream_rows`): finetune, replay, opsd and sleep, each as shipped but for
 the seeding switches their documents need (restatements only; opsd's CMS level 0 at lr 0.01).
 
@@ -42,7 +43,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -119,7 +120,12 @@ class Outcome:
     R: np.ndarray
     summary: dict[str, Any]
     seconds: float
-    teacher: float  # the sleep teacher's dev exact match with its fast memory, mean over sleeps (nan: no such sleep)
+    sleep_logs: dict[str, float]  # each knowledge-seeding metric (key without its stage prefix), mean over the run's sleeps
+
+    @property
+    def teacher(self) -> float:
+        """The sleep teacher's dev exact match with its fast memory (nan: the run has no such sleep)."""
+        return self.sleep_logs.get("teacher_dev_em", float("nan"))
 
 
 def run_one(job: tuple[str, str, list[str], int, str]) -> Outcome:
@@ -138,14 +144,16 @@ def run_one(job: tuple[str, str, list[str], int, str]) -> Outcome:
     b = np.array([float(v) for v in rows[0][1:]])
     R = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
     summary = json.loads((directory / "summary.json").read_text())
-    return Outcome(b, R, summary, float((directory / "run_seconds.txt").read_text()), teacher_ceiling(directory))
+    return Outcome(b, R, summary, float((directory / "run_seconds.txt").read_text()), seeding_logs(directory))
 
 
-def teacher_ceiling(directory: Path) -> float:
-    """Mean over the run's sleeps of `knowledge-seeding/teacher_dev_em` (the "in fast memory" ceiling, on dev questions)."""
+def seeding_logs(directory: Path, stage: str = "knowledge-seeding") -> dict[str, float]:
+    """The mean over the run's sleeps of each metric `stage` logged (the teacher's dev exact match is the "in fast
+    memory" ceiling; dev questions only), keyed without the stage prefix."""
     events, _ = read_events(directory / EVENTS_FILE)
-    values = [e["metrics"]["knowledge-seeding/teacher_dev_em"] for e in events if e["event"] == "sleep" and "knowledge-seeding/teacher_dev_em" in e["metrics"]]
-    return float(np.mean(values)) if values else float("nan")
+    logged = [e["metrics"] for e in events if e["event"] == "sleep"]
+    keys = {key for metrics_ in logged for key in metrics_ if key.startswith(f"{stage}/")}
+    return {key.removeprefix(f"{stage}/"): float(np.mean([m[key] for m in logged if key in m])) for key in sorted(keys)}
 
 
 def same_run_finished(directory: Path, cfg: Any) -> bool:
@@ -167,16 +175,44 @@ def skill_cell(runs: list[Outcome]) -> str:
     return fmt(values) if not all(np.isnan(values)) else "—"
 
 
-def skill_parts_rows(results: dict[str, list[Outcome]]) -> list[str]:
-    """A markdown table of each skill's retention (final / before, from summary.json): what the mean is made of."""
-    prefix = "skill_retention/"
-    skills = sorted({key.removeprefix(prefix) for runs in results.values() for run in runs for key in run.summary if key.startswith(prefix)})
-    lines = ["", "Skill retention by skill (its column above is their mean):", ""]
-    lines += [f"| row | {' | '.join(skills)} |", "|---|" + "---:|" * len(skills)]
+def per_run_table(title: str, results: dict[str, list[Outcome]], columns: dict[str, Callable[[Outcome], float | None]]) -> list[str]:
+    """A markdown table with a row per label and a mean ± CI cell per column (`columns`: header -> a run's value,
+    None where the run has none; a row lacking a value in some run shows "—", a row lacking it in all is left out)."""
+    lines = ["", title, "", f"| row | {' | '.join(columns)} |", "|---|" + "---:|" * len(columns)]
     for label, runs in results.items():
-        cells = [fmt([run.summary[prefix + skill] for run in runs]) if all(prefix + skill in run.summary for run in runs) else "—" for skill in skills]
+        values = {header: [value(run) for run in runs] for header, value in columns.items()}
+        if all(v is None for column in values.values() for v in column):
+            continue
+        cells = [fmt(column) if None not in column else "—" for column in values.values()]
         lines.append(f"| {label} | {' | '.join(cells)} |")
     return lines
+
+
+def skill_parts_rows(results: dict[str, list[Outcome]]) -> list[str]:
+    """Each skill's retention (final / before, from summary.json): what the skill retention column is made of."""
+    prefix = "skill_retention/"
+    skills = sorted({key.removeprefix(prefix) for runs in results.values() for run in runs for key in run.summary if key.startswith(prefix)})
+    columns = {skill: (lambda run, key=prefix + skill: run.summary.get(key)) for skill in skills}
+    return per_run_table("Skill retention by skill (its column above is their mean):", results, columns)
+
+
+SEEDING_LOGS = {  # header -> knowledge-seeding metric (seeding.py: GKDSeeding)
+    "student dev EM before": "student_dev_em_before",
+    "student dev EM after": "student_dev_em_after",
+    "teacher–student KL before": "kl_before",
+    "teacher–student KL after": "kl_after",
+}
+
+
+def seeding_log_rows(results: dict[str, list[Outcome]]) -> list[str]:
+    """What knowledge seeding logged, per sleep row: how far each sleep brought the student to its teacher, on the
+    dev questions (never a test probe) and on the teacher's own pairs it was trained on."""
+    columns = {header: (lambda run, key=key: run.sleep_logs.get(key)) for header, key in SEEDING_LOGS.items()}
+    title = (
+        "What knowledge seeding logged (mean over a run's sleeps): the student's exact match on the dev questions, "
+        "and the teacher–student KL on the teacher's pairs it was trained on:"
+    )
+    return per_run_table(title, results, columns)
 
 
 def fact_scores(run: Outcome) -> list[float]:
@@ -209,7 +245,8 @@ def fact_stream_table(results: dict[str, list[Outcome]]) -> str:
             f"{fmt([metrics.bwt(run.R) for run in runs])} | {skill_cell(runs)} | {teacher} | {np.mean([run.seconds for run in runs]):.0f} |"
         )
     by_seed = {label: {run.summary["seed"]: fact_scores(run) for run in runs} for label, runs in results.items()}
-    return "\n".join(lines + paired_rows(by_seed, FACT_PAIRS, ("newest", "ACC", "BWT", "skill retention")) + skill_parts_rows(results))
+    pairs = paired_rows(by_seed, FACT_PAIRS, ("newest", "ACC", "BWT", "skill retention"))
+    return "\n".join(lines + pairs + skill_parts_rows(results) + seeding_log_rows(results))
 
 
 def language_table(results: dict[str, list[Outcome]]) -> str:
