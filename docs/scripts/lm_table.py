@@ -281,7 +281,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs/lm_results.md")
     parser.add_argument("--tables", nargs="+", default=["ablation", "language", "intents"], choices=["ablation", "language", "intents"])
     parser.add_argument("--rows", nargs="+", help="only these rows of the one table asked for (their runs are the full table's)")
-    parser.add_argument("--block", help="write between lm_table:BLOCK markers instead of the table's own (with --rows)")
+    parser.add_argument("--block", help="write between lm_table:BLOCK markers instead of the table's own (one table only)")
     args = parser.parse_args()
     if (args.rows or args.block) and len(args.tables) != 1:
         parser.error("--rows and --block need exactly one table in --tables")
