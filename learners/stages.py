@@ -11,8 +11,9 @@ serves every learner that has its hooks.
 Both halves of the contract are checked when the config is loaded, before Ray
 starts (`check_sleep_stages`): every option against the stage's Options fields
 and types, and every name in the stage's `hooks` against the learner class (a
-method, property, class attribute or annotated instance attribute). So a typo or
-a stage the learner cannot run is a one-line error naming the valid choices.
+method, property, class attribute or annotated instance attribute); a stage whose
+options need another stage says so in `check_stages`. So a typo or a stage the
+learner cannot run is a one-line error naming the valid choices.
 
 The stage object does the work and holds its own machinery; the learner holds
 its stages (`learner.sleep_stages`) and passes each one the sleep's context,
@@ -58,6 +59,9 @@ class SleepStage(abc.ABC):
         """The stage built from keyword options, checked as a config's would be (e.g. in a notebook or a test)."""
         return cls(parse_options(cls.__name__, cls.Options, options))
 
+    def check_stages(self, stages: list[str]) -> None:
+        """A ValueError when these options need a stage that `stages` (the run's list) lacks; by default none."""
+
     @abc.abstractmethod
     def __call__(self, learner: Learner, context: SleepContext) -> Metrics:
         """Run one sleep's share of this stage; return metrics (logged as `<stage>/<key>`)."""
@@ -99,9 +103,11 @@ def build_sleep_stages(config: SleepConfig, modality: str) -> dict[str, SleepSta
 
 
 def check_sleep_stages(config: SleepConfig, learner_cls: type) -> None:
-    """Every stage exists for the learner's modality, its options parse, and the learner has its hooks."""
+    """Every stage exists for the learner's modality, its options parse, they find the stages they need, and the
+    learner has its hooks."""
     stages = build_sleep_stages(config, learner_cls.modality)
     for name, stage in stages.items():
+        stage.check_stages(list(stages))
         missing = [hook for hook in type(stage).hooks if not declares(learner_cls, hook)]
         if missing:
             raise ValueError(

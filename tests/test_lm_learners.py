@@ -107,6 +107,26 @@ def test_knowledge_seeding_lowers_the_teacher_student_divergence():
     assert metrics["kl_after"] < 0.9 * metrics["kl_before"]
 
 
+@pytest.mark.learned
+def test_the_router_loss_opens_the_new_expert_on_new_rows_and_shuts_it_on_protection():
+    """Same sleep, same seed, with and without route_weight: the loss moves the new expert's router apart
+    (open on the teacher's new pairs, shut on the slow model's generations), and only the new expert moves."""
+    def seeded(route_weight: float) -> dict[str, float]:
+        _, curriculum, learner = setup()
+        learner.wake(curriculum[0])
+        context = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0))
+        CMSExpansion()(learner, context)
+        before = params(learner.model)
+        stage = GKDSeeding.with_options(steps=30, questions_per_passage=2, num_prompts=4, protect_prompts=8, batch_size=2, max_new_tokens=8, route_weight=route_weight)
+        metrics = stage(learner, context)
+        assert changed(before, learner.model) <= {f"{level(learner, 1)}experts.0.{p}" for p in ("down.weight", "up.weight", "gate.weight", "gate.bias")}
+        return metrics
+
+    plain, routed = seeded(0.0), seeded(1.0)
+    assert routed["router_open_new"] > 0.5 > routed["router_open_protect"]
+    assert routed["router_open_new"] - routed["router_open_protect"] > plain["router_open_new"] - plain["router_open_protect"] + 0.2
+
+
 def test_seeding_without_expansion_trains_the_receiving_level_only():
     _, curriculum, learner = setup("learner.model.cms_periods=[1,4]", stages=["knowledge-seeding"])
     learner.wake(curriculum[0])

@@ -17,7 +17,9 @@ Fact-stream rows:
                           teacher's closed-book questions, later sleeps protect them; "all" keeps every one,
                           "4× protection prompts" also draws 1024 protection prompts instead of 256, and
                           "4×" and "8× seeding steps" take 1200 and 2400 knowledge-seeding steps instead of 300
-                          (each step's rows stay 4 new + 4 protection, so each pair is trained on 4× or 8× as often)
+                          (each step's rows stay 4 new + 4 protection, so each pair is trained on 4× or 8× as often);
+                          "router loss" adds knowledge-seeding route_weight = 1.0 to the 4× row: the new expert's
+                          router is also trained to open on the new pairs and stay shut on protection's rows
   in-context              ceiling: the passage is in the prompt at test time
   DeltaNet base: ...      the `world-deltanet` base (DeltaNet mixers, otherwise `world`'s recipe): base,
                           sleep with the passages in context, sleep with the mixers' carried state as the
@@ -59,6 +61,7 @@ REHEARSE = "learner.sleep.options.knowledge-seeding.rehearse_questions"
 CUES = f"{REHEARSE}=64"  # chosen before any run, not tuned
 PROTECT_PROMPTS = "learner.sleep.options.knowledge-seeding.protect_prompts"  # 256 as shipped
 SEEDING_STEPS = "learner.sleep.options.knowledge-seeding.steps"  # 300 as shipped
+ROUTER_LOSS = "learner.sleep.options.knowledge-seeding.route_weight=1.0"  # off as shipped; 1.0 chosen before any run, not tuned
 CMS_MEMORY = ["learner.fast_memory=cms", "learner.lr=0.01"]  # wake fine-tunes CMS level 0's MLP
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("base", []),
@@ -76,6 +79,7 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +own questions as cues, 4× protection prompts": ("sleep", [CUES, f"{PROTECT_PROMPTS}=1024"]),  # is coverage what skills lack? (an experiment)
     "sleep +own questions as cues, 4× seeding steps": ("sleep", [CUES, f"{SEEDING_STEPS}=1200"]),  # or the strength of each sleep's protection? (an experiment)
     "sleep +own questions as cues, 8× seeding steps": ("sleep", [CUES, f"{SEEDING_STEPS}=2400"]),  # does that lever keep paying? (an experiment)
+    "sleep +own questions as cues, 4× seeding steps, router loss": ("sleep", [CUES, f"{SEEDING_STEPS}=1200", ROUTER_LOSS]),  # can protection reach what it does not ask? (an experiment)
     "in-context (ceiling)": ("in-context", []),
     **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
         "base": ("base", []),
@@ -94,6 +98,7 @@ FACT_PAIRS = [
     ("sleep +own questions as cues, 4× protection prompts", "sleep +own questions as cues"),
     ("sleep +own questions as cues, 4× seeding steps", "sleep +own questions as cues"),
     ("sleep +own questions as cues, 8× seeding steps", "sleep +own questions as cues, 4× seeding steps"),
+    ("sleep +own questions as cues, 4× seeding steps, router loss", "sleep +own questions as cues, 4× seeding steps"),
 ]
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 
@@ -201,16 +206,20 @@ SEEDING_LOGS = {  # header -> knowledge-seeding metric (seeding.py: GKDSeeding)
     "student dev EM after": "student_dev_em_after",
     "teacher–student KL before": "kl_before",
     "teacher–student KL after": "kl_after",
+    "router open: new pairs": "router_open_new",
+    "router open: protection rows": "router_open_protect",
 }
 
 
 def seeding_log_rows(results: dict[str, list[Outcome]]) -> list[str]:
     """What knowledge seeding logged, per sleep row: how far each sleep brought the student to its teacher, on the
-    dev questions (never a test probe) and on the teacher's own pairs it was trained on."""
+    dev questions (never a test probe) and on the teacher's own pairs it was trained on, and the new expert's mean
+    router gate after the sleep on its new pairs and on its protection rows (runs before that was logged: "—")."""
     columns = {header: (lambda run, key=key: run.sleep_logs.get(key)) for header, key in SEEDING_LOGS.items()}
     title = (
         "What knowledge seeding logged (mean over a run's sleeps): the student's exact match on the dev questions, "
-        "and the teacher–student KL on the teacher's pairs it was trained on:"
+        "the teacher–student KL on the teacher's pairs it was trained on, and how far the new expert's router opens on "
+        "its new pairs and on its protection rows (mean gate after the sleep; not logged by runs made before it was):"
     )
     return per_run_table(title, results, columns)
 

@@ -133,6 +133,20 @@ def cms_blocks(model: nn.Module) -> list[ExpertMLP]:
 
 
 @contextmanager
+def recorded_outputs(module: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """While active, collects the module's output of every forward pass, in order.
+
+    Knowledge seeding reads its new expert's router logits this way (`LowRankExpert.gate`), to train
+    and to log where the router opens without changing how the block computes."""
+    outputs: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _module, _inputs, output: outputs.append(output))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+@contextmanager
 def novelty_routing(model: nn.Module, generator: torch.Generator) -> Iterator[None]:
     """While active, each CMS level also routes every token fully (gate 1) to one random unlocked expert.
 

@@ -30,18 +30,22 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import datasets
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerFast, PrinterCallback
 
 from somna.learners.base import Metrics, derive_seed
 from somna.learners.stages import SleepStage
 from somna.learners.text.encoding import (
-    completion_kl, context_length, encode_pairs, greedy_answers, kl_divergence, sample_completions, score_model, scored_log_probs,
+    IGNORE, completion_kl, context_length, encode_pairs, greedy_answers, kl_divergence, on_device, sample_completions, score_model,
+    scored_log_probs,
 )
+from somna.learners.text.experts import recorded_outputs
 from somna.learners.text.learner import training_only
 from somna.learners.text.rewards import abs_reward, combine_rewards, same_meaning
 from somna.platform.registry import register_sleep_stage
@@ -212,6 +216,7 @@ class GKDSeedingOptions:
     protect_prompts: int = 256  # the slow model's own generations it must keep producing (0: no protection)
     protect_share: float = 0.8  # the share of each sequence-level batch's rows that are those generations
     rehearse_questions: int = 0  # of its own closed-book questions, how many each sleep keeps as protection cues for later sleeps
+    route_weight: float = 0.0  # router loss: the new expert's router row learns to open on the new pairs and stay shut on protection's (0: off)
     batch_size: int = 4
     num_generations: int = 4
     max_new_tokens: int = 24
@@ -225,7 +230,7 @@ class GKDSeedingOptions:
             raise ValueError(f"learner.sleep.options.knowledge-seeding.protect_share must be in [0, 1), got {self.protect_share}")
         if self.rounds < 1:
             raise ValueError(f"learner.sleep.options.knowledge-seeding.rounds must be >= 1, got {self.rounds}")
-        for key in ("steps", "imitation_steps", "questions_per_passage", "num_prompts", "protect_prompts", "rehearse_questions"):
+        for key in ("steps", "imitation_steps", "questions_per_passage", "num_prompts", "protect_prompts", "rehearse_questions", "route_weight"):
             if getattr(self, key) < 0:
                 raise ValueError(f"learner.sleep.options.knowledge-seeding.{key} must be >= 0, got {getattr(self, key)}")
 
@@ -257,15 +262,22 @@ class GKDSeeding(SleepStage):
                experiences' people by itself, so without these cues nothing protects them.
     Every step's loss is (1 - protect_share) x the completion loss on the teacher's samples (sequence-
     level distillation) + protect_share x KL(slow || student) on the slow model's generations, so the
-    expert and its router learn where to act and where to stay off in the same step. A teacher whose
+    expert and its router learn where to act and where to stay off in the same step. With `route_weight`,
+    the router is also told directly: a binary cross-entropy pulls its gate towards 1 on the new pairs and
+    towards 0 on the protection rows (`routing_loss`), so that it may learn *which inputs* are new rather
+    than only the outputs protection happens to ask about. A teacher whose
     fast memory is in its weights is also distilled token by token (TRL GKD, `rounds` alternations).
     Learning to imitate (GRPO) follows when alpha < 1. Logged: the teacher-student KL on the new pairs
-    before and after, and dev-split exact match of the teacher (the "in fast memory" ceiling) and of
-    the student before and after.
+    before and after, dev-split exact match of the teacher (the "in fast memory" ceiling) and of
+    the student before and after, and how far the new expert's router opens on new and on protection rows.
     """
 
     Options = GKDSeedingOptions
     hooks = ("model", "tokenizer", "fast_memory", "sleep_parameters", "training_texts", "frozen_copy", "rehearsal_cues")
+
+    def check_stages(self, stages: list[str]) -> None:
+        if self.options.route_weight and "expansion" not in stages:
+            raise ValueError("learner.sleep.options.knowledge-seeding.route_weight trains a new expert's router: it needs expansion in learner.sleep.stages")
 
     def __call__(self, learner: TextSleepLearner, context: TextSleepContext) -> Metrics:
         opts, model, tokenizer = self.options, learner.model, learner.tokenizer
@@ -276,6 +288,7 @@ class GKDSeeding(SleepStage):
         protect = self.protection(learner, slow, seed)
         gap = lambda: completion_kl(teacher, model, tokenizer, new.teacher_prompts, new.prompts, new.completions, learner.config.max_length)  # noqa: E731
         trainable = learner.sleep_parameters(context)
+        router = learner.cms[context.new_expert[0]].experts[context.new_expert[1]].gate if context.new_expert else None
         metrics: Metrics = {"trainable_params": float(sum(p.numel() for p in trainable)), "new_pairs": float(len(new.prompts)), "kl_before": gap()}
         metrics |= dev_scores(learner, teacher, context.experience, "before")
         with training_only(model, trainable):
@@ -285,7 +298,8 @@ class GKDSeeding(SleepStage):
                 if learner.fast_memory.token_level:
                     metrics |= self.gkd(learner, teacher, new, steps, seed + round_index)
                 metrics["sequence_kd_loss"] = supervised_steps(
-                    learner, new, protect, slow, steps, opts.alpha * opts.lr, opts.batch_size, opts.protect_share, seed + round_index
+                    learner, new, protect, slow, steps, opts.alpha * opts.lr, opts.batch_size, opts.protect_share, seed + round_index,
+                    router=router, route_weight=opts.route_weight,
                 )
             if opts.alpha < 1 and opts.imitation_steps:
                 metrics |= imitate(
@@ -294,6 +308,8 @@ class GKDSeeding(SleepStage):
                     lr=(1 - opts.alpha) * opts.lr, num_generations=opts.num_generations, max_new_tokens=opts.max_new_tokens, seed=seed,
                 )
         metrics["kl_after"] = gap()
+        if router is not None:
+            metrics |= {f"router_open_{name}": router_openness(model, router, tokenizer, data, learner.config.max_length, seed) for name, data in (("new", new), ("protect", protect))}
         metrics["rehearsal_cues"] = float(len(learner.rehearsal_cues))
         learner.rehearsal_cues += kept_questions(new, opts.rehearse_questions, seed)
         return metrics | dev_scores(learner, None, context.experience, "after")
@@ -378,11 +394,13 @@ def imitation_targets(data: SeedingData, fraction: float) -> tuple[list[str], li
 def supervised_steps(
     learner: TextSleepLearner, new: SeedingData, protect: SeedingData, slow: torch.nn.Module,
     steps: int, lr: float, batch_size: int, protect_share: float, seed: int,
+    router: torch.nn.Module | None = None, route_weight: float = 0.0,
 ) -> float:
     """Sequence-level distillation of the new knowledge, protected: each Adam step's loss is
     (1 - protect_share) x the completion loss on `batch_size` teacher samples + protect_share x KL(slow || student)
     on as many of the slow model's own generations, so the new expert learns the new answers and, in the same
-    step, to leave what the slow model says alone. Returns the last loss."""
+    step, to leave what the slow model says alone; + route_weight x `routing_loss` of the new expert's router
+    (`router`) on both batches. Returns the last loss."""
     model, tokenizer, max_length = learner.model, learner.tokenizer, learner.config.max_length
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     share = protect_share if protect.prompts else 0.0
@@ -391,18 +409,50 @@ def supervised_steps(
     loss = torch.zeros(())
     for step in range(steps if new.prompts else 0):
         rows = new_order[step * batch_size : (step + 1) * batch_size]
-        loss = (1 - share) * model(**encode_pairs(tokenizer, [new.prompts[i] for i in rows], [new.completions[i] for i in rows], max_length)).loss
-        if share:
-            rows = protect_order[step * batch_size : (step + 1) * batch_size]
-            batch = encode_pairs(tokenizer, [protect.prompts[i] for i in rows], [protect.completions[i] for i in rows], max_length)
-            with torch.no_grad():
-                target = scored_log_probs(slow, batch)
-            loss = loss + share * kl_divergence(target, scored_log_probs(model, batch))
+        batches = [encode_pairs(tokenizer, [new.prompts[i] for i in rows], [new.completions[i] for i in rows], max_length)]
+        with recorded_outputs(router) if route_weight and router is not None else nullcontext([]) as gate_logits:
+            loss = (1 - share) * model(**batches[0]).loss
+            if share:
+                rows = protect_order[step * batch_size : (step + 1) * batch_size]
+                batches.append(encode_pairs(tokenizer, [protect.prompts[i] for i in rows], [protect.completions[i] for i in rows], max_length))
+                with torch.no_grad():
+                    target = scored_log_probs(slow, batches[1])
+                loss = loss + share * kl_divergence(target, scored_log_probs(model, batches[1]))
+        if gate_logits:
+            loss = loss + route_weight * routing_loss(gate_logits, batches)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
     return float(loss.detach())
+
+
+def scored_gates(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A router's logits (rows, tokens, 1) at the positions that predict a scored token of an `encode_pairs` batch."""
+    return logits[:, :-1, 0][(batch["labels"][:, 1:] != IGNORE).to(logits.device)]
+
+
+def routing_loss(gate_logits: list[torch.Tensor], batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Binary cross-entropy of the new expert's router: open (1) on the first batch (new pairs), shut (0) on the
+    second (protection rows), each batch's scored positions averaged on their own so the two weigh the same."""
+    terms = [
+        F.binary_cross_entropy_with_logits(gates, torch.full_like(gates, float(index == 0)))
+        for index, (logits, batch) in enumerate(zip(gate_logits, batches))
+        if (gates := scored_gates(logits, batch)).numel()
+    ]
+    return torch.stack(terms).mean()
+
+
+@torch.no_grad()
+def router_openness(model: torch.nn.Module, router: torch.nn.Module, tokenizer: Any, data: SeedingData, max_length: int, seed: int, rows: int = 64) -> float:
+    """The router's mean gate at the scored positions of (a seeded choice of) `rows` of `data`'s pairs (nan: no pairs)."""
+    chosen = pick(len(data.prompts), min(rows, len(data.prompts)), seed)
+    if not chosen:
+        return float("nan")
+    batch = encode_pairs(tokenizer, [data.prompts[i] for i in chosen], [data.completions[i] for i in chosen], max_length)
+    with recorded_outputs(router) as gate_logits:
+        model(**on_device(batch, model))
+    return float(torch.sigmoid(scored_gates(gate_logits[0], batch)).mean())
 
 
 def dev_scores(learner: TextSleepLearner, teacher: torch.nn.Module | None, experience: Any, when: str) -> Metrics:
