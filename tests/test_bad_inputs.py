@@ -210,6 +210,8 @@ CASES = [
          "learner.sleep.options.knowledge-seeding.rehearse_questions must be >= 0, got -1"),
     Case("stages", "router-loss-without-expansion", ("run", "fact-stream-micro", "learner.sleep.options.knowledge-seeding.route_weight=1.0", "learner.sleep.stages=[knowledge-seeding]"),
          "route_weight trains a new expert's router: it needs expansion in learner.sleep.stages"),
+    Case("stages", "router-rows-unknown", ("run", "fact-stream-micro", "learner.sleep.options.knowledge-seeding.route_on=answers"),
+         "learner.sleep.options.knowledge-seeding.route_on must be one of all, questions, got 'answers'"),
     Case("stages", "options-of-absent-stage", ("run", "split-digits", "learner.sleep.options.dreaming.steps=3"),
          "options for stages not in learner.sleep.stages: dreaming"),
     Case("stages", "learner-lacks-hooks", ("run", "split-digits", "learner.sleep.stages=[dreaming]"),

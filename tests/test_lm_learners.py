@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 
 from somna.learners.base import SleepConfig, SleepContext
-from somna.learners.text.encoding import sample_completions
+from somna.learners.text.encoding import IGNORE, sample_completions
 from somna.learners.text.rewards import chrf
-from somna.learners.text.seeding import GKDSeeding
+from somna.learners.text.learner import training_only
+from somna.learners.text.seeding import GKDSeeding, SeedingData, routing_loss, supervised_steps
 from somna.learners.text.sleep import CMSExpansion
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import ConfigError, load_config
@@ -125,6 +127,47 @@ def test_the_router_loss_opens_the_new_expert_on_new_rows_and_shuts_it_on_protec
     plain, routed = seeded(0.0), seeded(1.0)
     assert routed["router_open_new"] > 0.5 > routed["router_open_protect"]
     assert routed["router_open_new"] - routed["router_open_protect"] > plain["router_open_new"] - plain["router_open_protect"] + 0.2
+
+
+def test_the_router_loss_reads_the_scored_positions_of_the_rows_it_is_given():
+    """Against a hand computation: BCE towards 1 on the first batch's chosen rows and towards 0 on the second's, at
+    the positions that predict a scored token, each batch averaged on its own; no row chosen: zero, still differentiable."""
+    batch = {"labels": torch.tensor([[IGNORE, 5, 6], [IGNORE, IGNORE, 7]])}  # scored: row 0 positions 0, 1; row 1 position 1
+    new = torch.tensor([[0.5, 1.0, 9.0], [-9.0, 3.0, 9.0]]).unsqueeze(-1)
+    protect = torch.tensor([[9.0, 9.0, 9.0], [-9.0, 0.5, 9.0]]).unsqueeze(-1).requires_grad_()
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731 (BCE with logits: target 1 -> softplus(-x), target 0 -> softplus(x))
+    chosen = [torch.tensor([True, False]), torch.tensor([False, True])]
+    expected = ((softplus(-0.5) + softplus(-1.0)) / 2 + softplus(0.5)) / 2
+    assert routing_loss([new, protect], [batch, batch], chosen).item() == pytest.approx(expected, rel=1e-6)
+    everything = [torch.tensor([True, True])] * 2
+    expected = ((softplus(-0.5) + softplus(-1.0) + softplus(-3.0)) / 3 + (softplus(9.0) + softplus(9.0) + softplus(0.5)) / 3) / 2
+    assert routing_loss([new, protect], [batch, batch], everything).item() == pytest.approx(expected, rel=1e-6)
+    nothing = routing_loss([protect, protect], [batch, batch], [torch.tensor([False, False])] * 2)
+    nothing.backward()
+    assert nothing.item() == 0.0 and protect.grad is not None
+
+
+def test_routing_on_questions_leaves_a_sleep_without_questions_as_it_was():
+    """route_on="questions" reads only closed-book rows: on pairs that hold none the router loss adds nothing (the
+    new expert ends bit-identical to a sleep without it), while route_on="all" moves it."""
+    _, curriculum, learner = setup()
+    learner.wake(curriculum[0])
+    context = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0))
+    CMSExpansion()(learner, context)
+    start = params(learner.model)
+    router = learner.cms[context.new_expert[0]].experts[context.new_expert[1]].gate
+    new = SeedingData(["Teme likes"] * 2, ["Teme likes"] * 2, ["to eat honey."] * 2)
+    protect = SeedingData(["Vasube earns a living as a singer. Q:"] * 2, [""] * 2, ["What does Vasube do? A: singer"] * 2)
+
+    def expert_after(**routing) -> dict[str, torch.Tensor]:
+        learner.model.load_state_dict(start)
+        with training_only(learner.model, learner.sleep_parameters(context)):
+            supervised_steps(learner, new, protect, learner.frozen_copy(), 3, 1e-2, 2, 0.5, seed=0, router=router, **routing)
+        return {name: tensor for name, tensor in params(learner.model).items() if name.startswith(level(learner, context.new_expert[0]))}
+
+    plain = expert_after(route_weight=0.0)
+    assert all(torch.equal(plain[k], v) for k, v in expert_after(route_weight=1.0, route_on="questions").items())
+    assert not all(torch.equal(plain[k], v) for k, v in expert_after(route_weight=1.0, route_on="all").items())
 
 
 def test_seeding_without_expansion_trains_the_receiving_level_only():

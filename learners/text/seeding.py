@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from somna.learners.text.sleep import TextSleepLearner
 
 SEEDING_SALT = 7
+ROUTE_ON = ("all", "questions")  # the rows the router loss reads (`GKDSeedingOptions.route_on`)
 PROTECT_TEMPERATURE = 0.7  # the slow model's own generations: at 1.0 a small base's samples drift off its knowledge
 
 COMMON_ARGS: dict[str, Any] = {
@@ -217,6 +218,7 @@ class GKDSeedingOptions:
     protect_share: float = 0.8  # the share of each sequence-level batch's rows that are those generations
     rehearse_questions: int = 0  # of its own closed-book questions, how many each sleep keeps as protection cues for later sleeps
     route_weight: float = 0.0  # router loss: the new expert's router row learns to open on the new pairs and stay shut on protection's (0: off)
+    route_on: str = "all"  # the rows the router loss reads: "all", or only the closed-book "questions" of both sides
     batch_size: int = 4
     num_generations: int = 4
     max_new_tokens: int = 24
@@ -230,9 +232,16 @@ class GKDSeedingOptions:
             raise ValueError(f"learner.sleep.options.knowledge-seeding.protect_share must be in [0, 1), got {self.protect_share}")
         if self.rounds < 1:
             raise ValueError(f"learner.sleep.options.knowledge-seeding.rounds must be >= 1, got {self.rounds}")
+        if self.route_on not in ROUTE_ON:
+            raise ValueError(f"learner.sleep.options.knowledge-seeding.route_on must be one of {', '.join(ROUTE_ON)}, got {self.route_on!r}")
         for key in ("steps", "imitation_steps", "questions_per_passage", "num_prompts", "protect_prompts", "rehearse_questions", "route_weight"):
             if getattr(self, key) < 0:
                 raise ValueError(f"learner.sleep.options.knowledge-seeding.{key} must be >= 0, got {getattr(self, key)}")
+
+
+def closed_book(prompt: str) -> bool:
+    """Whether a seeding prompt is a closed-book question ("Q: ... A:"), not a passage or a restatement cue."""
+    return prompt.startswith("Q:")
 
 
 @dataclass
@@ -265,7 +274,9 @@ class GKDSeeding(SleepStage):
     expert and its router learn where to act and where to stay off in the same step. With `route_weight`,
     the router is also told directly: a binary cross-entropy pulls its gate towards 1 on the new pairs and
     towards 0 on the protection rows (`routing_loss`), so that it may learn *which inputs* are new rather
-    than only the outputs protection happens to ask about. A teacher whose
+    than only the outputs protection happens to ask about. Both sides mix forms (new: questions and passage
+    restatements; protection: questions and reading items), so `route_on="questions"` reads only the
+    closed-book questions of both, whose only difference is whom they ask about. A teacher whose
     fast memory is in its weights is also distilled token by token (TRL GKD, `rounds` alternations).
     Learning to imitate (GRPO) follows when alpha < 1. Logged: the teacher-student KL on the new pairs
     before and after, dev-split exact match of the teacher (the "in fast memory" ceiling) and of
@@ -299,7 +310,7 @@ class GKDSeeding(SleepStage):
                     metrics |= self.gkd(learner, teacher, new, steps, seed + round_index)
                 metrics["sequence_kd_loss"] = supervised_steps(
                     learner, new, protect, slow, steps, opts.alpha * opts.lr, opts.batch_size, opts.protect_share, seed + round_index,
-                    router=router, route_weight=opts.route_weight,
+                    router=router, route_weight=opts.route_weight, route_on=opts.route_on,
                 )
             if opts.alpha < 1 and opts.imitation_steps:
                 metrics |= imitate(
@@ -369,7 +380,7 @@ def question_of(text: str) -> str:
 
 def kept_questions(data: SeedingData, wanted: int, seed: int) -> list[str]:
     """`wanted` distinct closed-book prompts ("Q: ... A:", one line each) of the teacher's own QA, a seeded choice."""
-    questions = list(dict.fromkeys(" ".join(p.split()) for p in data.prompts if p.startswith("Q:")))
+    questions = list(dict.fromkeys(" ".join(p.split()) for p in data.prompts if closed_book(p)))
     return [questions[i] for i in pick(len(questions), min(wanted, len(questions)), seed)]
 
 
@@ -385,7 +396,7 @@ def imitation_targets(data: SeedingData, fraction: float) -> tuple[list[str], li
     """GRPO's (prefix, target): a question's prompt and the teacher's answer; a restatement split at `fraction` of its words."""
     prefixes, targets = [], []
     for prompt, completion in zip(data.prompts, data.completions):
-        prefix, target = (prompt, completion) if prompt.startswith("Q:") else split_words(f"{prompt} {completion}", fraction)
+        prefix, target = (prompt, completion) if closed_book(prompt) else split_words(f"{prompt} {completion}", fraction)
         prefixes.append(prefix)
         targets.append(target)
     return prefixes, targets
@@ -394,13 +405,13 @@ def imitation_targets(data: SeedingData, fraction: float) -> tuple[list[str], li
 def supervised_steps(
     learner: TextSleepLearner, new: SeedingData, protect: SeedingData, slow: torch.nn.Module,
     steps: int, lr: float, batch_size: int, protect_share: float, seed: int,
-    router: torch.nn.Module | None = None, route_weight: float = 0.0,
+    router: torch.nn.Module | None = None, route_weight: float = 0.0, route_on: str = "all",
 ) -> float:
     """Sequence-level distillation of the new knowledge, protected: each Adam step's loss is
     (1 - protect_share) x the completion loss on `batch_size` teacher samples + protect_share x KL(slow || student)
     on as many of the slow model's own generations, so the new expert learns the new answers and, in the same
     step, to leave what the slow model says alone; + route_weight x `routing_loss` of the new expert's router
-    (`router`) on both batches. Returns the last loss."""
+    (`router`) on both batches' rows (`route_on` "questions": their closed-book questions only). Returns the last loss."""
     model, tokenizer, max_length = learner.model, learner.tokenizer, learner.config.max_length
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     share = protect_share if protect.prompts else 0.0
@@ -410,16 +421,18 @@ def supervised_steps(
     for step in range(steps if new.prompts else 0):
         rows = new_order[step * batch_size : (step + 1) * batch_size]
         batches = [encode_pairs(tokenizer, [new.prompts[i] for i in rows], [new.completions[i] for i in rows], max_length)]
+        routed = [[route_on == "all" or closed_book(new.prompts[i]) for i in rows]]
         with recorded_outputs(router) if route_weight and router is not None else nullcontext([]) as gate_logits:
             loss = (1 - share) * model(**batches[0]).loss
             if share:
                 rows = protect_order[step * batch_size : (step + 1) * batch_size]
                 batches.append(encode_pairs(tokenizer, [protect.prompts[i] for i in rows], [protect.completions[i] for i in rows], max_length))
+                routed.append([route_on == "all" or closed_book(protect.prompts[i]) for i in rows])
                 with torch.no_grad():
                     target = scored_log_probs(slow, batches[1])
                 loss = loss + share * kl_divergence(target, scored_log_probs(model, batches[1]))
         if gate_logits:
-            loss = loss + route_weight * routing_loss(gate_logits, batches)
+            loss = loss + route_weight * routing_loss(gate_logits, batches, [torch.tensor(r) for r in routed])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -427,20 +440,25 @@ def supervised_steps(
     return float(loss.detach())
 
 
-def scored_gates(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """A router's logits (rows, tokens, 1) at the positions that predict a scored token of an `encode_pairs` batch."""
-    return logits[:, :-1, 0][(batch["labels"][:, 1:] != IGNORE).to(logits.device)]
+def scored_gates(logits: torch.Tensor, batch: dict[str, torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
+    """A router's logits (rows, tokens, 1) at the positions that predict a scored token of an `encode_pairs` batch
+    (of the rows where the boolean `rows` is true, when given)."""
+    scored = batch["labels"][:, 1:] != IGNORE
+    if rows is not None:
+        scored = scored & rows[:, None]
+    return logits[:, :-1, 0][scored.to(logits.device)]
 
 
-def routing_loss(gate_logits: list[torch.Tensor], batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+def routing_loss(gate_logits: list[torch.Tensor], batches: list[dict[str, torch.Tensor]], rows: list[torch.Tensor]) -> torch.Tensor:
     """Binary cross-entropy of the new expert's router: open (1) on the first batch (new pairs), shut (0) on the
-    second (protection rows), each batch's scored positions averaged on their own so the two weigh the same."""
+    second (protection rows), at the scored positions of each batch's `rows` (boolean per row), each batch
+    averaged on its own so the two weigh the same. Zero when no position is routed."""
     terms = [
         F.binary_cross_entropy_with_logits(gates, torch.full_like(gates, float(index == 0)))
-        for index, (logits, batch) in enumerate(zip(gate_logits, batches))
-        if (gates := scored_gates(logits, batch)).numel()
+        for index, (logits, batch, chosen) in enumerate(zip(gate_logits, batches, rows))
+        if (gates := scored_gates(logits, batch, chosen)).numel()
     ]
-    return torch.stack(terms).mean()
+    return torch.stack(terms).mean() if terms else gate_logits[0].sum() * 0.0
 
 
 @torch.no_grad()
