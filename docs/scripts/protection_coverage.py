@@ -15,25 +15,18 @@ share still known after, per group. The world's facts are the base's skill, not 
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from somna.curricula.world import ATTRIBUTES, Entity, World, WorldConfig, question
-from somna.evals.rundir import load_run
-from somna.evals.stats import mean_ci
 from somna.learners.base import derive_seed
 from somna.learners.text.seeding import SEEDING_SALT
-from somna.platform.builders import build_curriculum, build_learner
-from somna.platform.provenance import provenance_line
 
 from kernel_memory_probe import exact  # this script's folder is on sys.path when it runs
-from lm_table import write_between_markers
+from readback import cached_in_run, readback_args, rebuilt, write_row_table
 
 
 def world_of(learner) -> World:
@@ -71,15 +64,10 @@ def coverage(texts: str, fact: Fact) -> str:
     return "named" if re.search(rf"\b{fact.person.name.lower()}\b", texts) else "absent"
 
 
+@cached_in_run(CACHE)
 def run_coverage(run_dir: Path) -> dict[str, float]:
-    """Over one run's sleeps: per group (see `coverage`), the facts known before a sleep and the share kept after it.
-    Kept in the run directory (CACHE), so a rerun with more rows reads the finished ones back."""
-    cache = run_dir / CACHE
-    if cache.exists():
-        return json.loads(cache.read_text())
-    run = load_run(run_dir)
-    cfg = OmegaConf.create(run.config)
-    learner = build_learner(cfg, build_curriculum(cfg).info)
+    """Over one run's sleeps: per group (see `coverage`), the facts known before a sleep and the share kept after it."""
+    run, learner, _ = rebuilt(run_dir)
     world = world_of(learner)
     facts = [Fact(person, attribute) for person in world.asked for attribute in ATTRIBUTES]
     stage = learner.sleep_stages["knowledge-seeding"]
@@ -101,7 +89,6 @@ def run_coverage(run_dir: Path) -> dict[str, float]:
         **{f"kept/{g}": kept_count[g] / before_count[g] if before_count[g] else float("nan") for g in GROUPS},
         **{f"known/{g}": before_count[g] / sleeps for g in GROUPS},
     }
-    cache.write_text(json.dumps(scores) + "\n")
     return scores
 
 
@@ -113,32 +100,16 @@ def with_overall(scores: dict[str, float]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", nargs="+", default=["sleep (fast memory: context)"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--runs", type=Path, default=Path("runs/lm-table/ablation"))
-    parser.add_argument("--out", type=Path, default=Path("docs/lm_results.md"))
-    parser.add_argument("--block", default="protection_coverage", help="write between lm_table:BLOCK markers")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    columns = ["kept/all"] + [f"kept/{g}" for g in GROUPS] + [f"known/{g}" for g in GROUPS]
-    command = " ".join(["docs/scripts/protection_coverage.py --rows", *map(repr, args.rows), "--block", args.block])
-    lines = [
-        f"Seeds {', '.join(map(str, args.seeds))}; each sleep's facts pooled per seed, mean ± 95% CI over seeds; produced by "
-        f"`{command}` from the `lm_table.py` runs. Facts: every attribute of the 100 world people "
-        "pretraining asked about (700), closed-book.",
-        "",
+    args = readback_args(__doc__, "protection_coverage", rows=["sleep (fast memory: context)"])
+    write_row_table(
+        args, "protection_coverage.py",
+        "Each sleep's facts pooled per seed. Facts: every attribute of the 100 world people pretraining asked about (700), closed-book.",
         "| row | world facts kept by a sleep: all | protection asks this fact | names the person only | does not name the person "
         "| facts known before a sleep: asked | named only | not named |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in args.rows:
-        per_seed = [with_overall(run_coverage(args.runs / row.replace(" ", "_") / f"seed{seed}")) for seed in args.seeds]
-        cells = [mean_ci([scores[c] for scores in per_seed]).format(0 if c.startswith("known/") else 3) for c in columns]
-        lines.append(f"| {row} | {' | '.join(cells)} |")
-    report = "\n".join(lines + ["", provenance_line()])
-    print(report)
-    write_between_markers(args.out, report, args.block)
+        ["kept/all"] + [f"kept/{g}" for g in GROUPS] + [f"known/{g}" for g in GROUPS],
+        lambda run_dir: with_overall(run_coverage(run_dir)),
+        digits=lambda column: 0 if column.startswith("known/") else 3,
+    )
 
 
 if __name__ == "__main__":

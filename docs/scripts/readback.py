@@ -1,0 +1,85 @@
+"""What the scripts that read finished `lm_table.py` fact-stream runs back share: their arguments and their table.
+
+Such a script computes a dict of scores per run (cached in the run directory) and reports, per row,
+each column's mean ± 95% CI over seeds, between `lm_table:BLOCK` markers of docs/lm_results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from somna.evals.rundir import load_run
+from somna.evals.stats import mean_ci
+from somna.platform.builders import build_curriculum, build_learner
+from somna.platform.provenance import provenance_line
+
+from lm_table import write_between_markers  # this script's folder is on sys.path when it runs
+
+
+Scores = dict[str, float]
+
+
+def cached_in_run(filename: str) -> Callable[[Callable[[Path], Scores]], Callable[[Path], Scores]]:
+    """Keep a run's scores as JSON in its directory (`filename`), so a rerun with more rows reads the finished ones back."""
+    def decorate(scores_of: Callable[[Path], Scores]) -> Callable[[Path], Scores]:
+        @functools.wraps(scores_of)
+        def cached(run_dir: Path) -> Scores:
+            cache = run_dir / filename
+            if cache.exists():
+                return json.loads(cache.read_text())
+            scores = scores_of(run_dir)
+            cache.write_text(json.dumps(scores) + "\n")
+            return scores
+        return cached
+    return decorate
+
+
+def rebuilt(run_dir: Path) -> tuple[Any, Any, list[Any]]:
+    """A finished run, its learner rebuilt from the run's config (as it started: the base) and its curriculum's experiences."""
+    run = load_run(run_dir)
+    cfg = OmegaConf.create(run.config)
+    return run, build_learner(cfg, build_curriculum(cfg).info), list(build_curriculum(cfg))
+
+
+def readback_args(doc: str, block: str, rows: list[str] | None = None) -> argparse.Namespace:
+    """--rows (required unless `rows` gives a default), --seeds, --runs, --out and --block (default `block`)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", required=rows is None, default=rows)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--runs", type=Path, default=Path("runs/lm-table/ablation"))
+    parser.add_argument("--out", type=Path, default=Path("docs/lm_results.md"))
+    parser.add_argument("--block", default=block, help="write between lm_table:BLOCK markers")
+    torch.set_num_threads(1)
+    return parser.parse_args()
+
+
+def write_row_table(
+    args: argparse.Namespace, script: str, intro: str, header: str, columns: list[str],
+    scores_of: Callable[[Path], Scores], digits: Callable[[str], int] = lambda _column: 3,
+) -> None:
+    """One line per row of `args.rows`: each column's mean ± 95% CI over the seeds' `scores_of(run directory)`.
+
+    `intro` follows "Seeds ...; produced by `<command>` from the `lm_table.py` runs."; `header` is the
+    table's first line (its row column included). Printed and written between `args.block`'s markers."""
+    command = " ".join([f"docs/scripts/{script} --rows", *map(repr, args.rows), "--block", args.block])
+    lines = [
+        f"Seeds {', '.join(map(str, args.seeds))}; mean ± 95% CI over seeds; produced by `{command}` from the "
+        f"`lm_table.py` runs. {intro}",
+        "",
+        header,
+        "|---|" + "---:|" * len(columns),
+    ]
+    for row in args.rows:
+        per_seed = [scores_of(args.runs / row.replace(" ", "_") / f"seed{seed}") for seed in args.seeds]
+        lines.append(f"| {row} | {' | '.join(mean_ci([scores[c] for scores in per_seed]).format(digits(c)) for c in columns)} |")
+    report = "\n".join(lines + ["", provenance_line()])
+    print(report)
+    write_between_markers(args.out, report, args.block)
