@@ -46,7 +46,8 @@ def rebuilt(run_dir: Path) -> tuple[Any, Any, list[Any]]:
     """A finished run, its learner rebuilt from the run's config (as it started: the base) and its curriculum's experiences."""
     run = load_run(run_dir)
     cfg = OmegaConf.create(run.config)
-    return run, build_learner(cfg, build_curriculum(cfg).info), list(build_curriculum(cfg))
+    curriculum = build_curriculum(cfg)
+    return run, build_learner(cfg, curriculum.info), list(curriculum)
 
 
 def readback_args(doc: str, block: str, rows: list[str] | None = None) -> argparse.Namespace:

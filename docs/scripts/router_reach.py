@@ -112,17 +112,16 @@ def run_reach(run_dir: Path) -> dict[str, float]:
     made = experts_by_sleep(learner, len(experiences))
     world = world_of(learner)
     facts = [question(person, attribute, 0) for person in world.asked for attribute in ATTRIBUTES][:WORLD_FACTS]
+    dev = [([r["prompt"] for r in e.dev], [r["answer"] for r in e.dev]) for e in experiences]
     pooled: dict[str, list[tuple[float, float]]] = {g: [] for g in GROUPS}
-    for j, experience in enumerate(experiences):
-        prompts, answers = [r["prompt"] for r in experience.dev], [r["answer"] for r in experience.dev]
+    for j, (prompts, answers) in enumerate(dev):
         gates, sizes = reach(learner, made, prompts, answers)
         pooled["own"].append((gates[j], sizes[j]))
         pooled["earlier"] += list(zip(gates[j + 1 :], sizes[j + 1 :]))
     gates, sizes = reach(learner, made, *map(list, zip(*facts)))
     pooled["world"] += list(zip(gates, sizes))
     caused = []
-    for j, experience in enumerate(experiences[:-1]):
-        prompts, answers = [r["prompt"] for r in experience.dev], [r["answer"] for r in experience.dev]
+    for j, (prompts, answers) in enumerate(dev[:-1]):
         with_later = exact(learner, prompts, answers)
         with switched_off(made[j + 1 :]):
             without_later = exact(learner, prompts, answers)

@@ -420,19 +420,20 @@ def supervised_steps(
     loss = torch.zeros(())
     for step in range(steps if new.prompts else 0):
         rows = new_order[step * batch_size : (step + 1) * batch_size]
+        picked = [(new, rows)]
         batches = [encode_pairs(tokenizer, [new.prompts[i] for i in rows], [new.completions[i] for i in rows], max_length)]
-        routed = [[route_on == "all" or closed_book(new.prompts[i]) for i in rows]]
         with recorded_outputs(router) if route_weight and router is not None else nullcontext([]) as gate_logits:
             loss = (1 - share) * model(**batches[0]).loss
             if share:
                 rows = protect_order[step * batch_size : (step + 1) * batch_size]
+                picked.append((protect, rows))
                 batches.append(encode_pairs(tokenizer, [protect.prompts[i] for i in rows], [protect.completions[i] for i in rows], max_length))
-                routed.append([route_on == "all" or closed_book(protect.prompts[i]) for i in rows])
                 with torch.no_grad():
                     target = scored_log_probs(slow, batches[1])
                 loss = loss + share * kl_divergence(target, scored_log_probs(model, batches[1]))
         if gate_logits:
-            loss = loss + route_weight * routing_loss(gate_logits, batches, [torch.tensor(r) for r in routed])
+            routed = [torch.tensor([route_on == "all" or closed_book(data.prompts[i]) for i in rows]) for data, rows in picked]
+            loss = loss + route_weight * routing_loss(gate_logits, batches, routed)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
