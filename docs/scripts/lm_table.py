@@ -21,7 +21,8 @@ Fact-stream rows:
                           "router loss" adds knowledge-seeding route_weight = 1.0 to the 4× row: the new expert's
                           router is also trained to open on the new pairs and stay shut on protection's rows;
                           "router loss on questions" reads only both sides' closed-book questions (route_on);
-                          "½ seeding lr" halves the 4× row's knowledge-seeding lr (0.01 instead of 0.02)
+                          "½ seeding lr" halves the 4× row's knowledge-seeding lr (0.01 instead of 0.02), and
+                          "2× teacher questions" also has the teacher write 16 questions per passage instead of 8
   in-context              ceiling: the passage is in the prompt at test time
   DeltaNet base: ...      the `world-deltanet` base (DeltaNet mixers, otherwise `world`'s recipe): base,
                           sleep with the passages in context, sleep with the mixers' carried state as the
@@ -64,6 +65,7 @@ CUES = f"{REHEARSE}=64"  # chosen before any run, not tuned
 PROTECT_PROMPTS = "learner.sleep.options.knowledge-seeding.protect_prompts"  # 256 as shipped
 SEEDING_STEPS = "learner.sleep.options.knowledge-seeding.steps"  # 300 as shipped
 HALF_SEEDING_LR = "learner.sleep.options.knowledge-seeding.lr=0.01"  # 0.02 as shipped; 0.01 chosen on seed 0's logged dev scores (single sleeps)
+QUESTIONS = "learner.sleep.options.knowledge-seeding.questions_per_passage"  # 8 as shipped
 ROUTER_LOSS = "learner.sleep.options.knowledge-seeding.route_weight=1.0"  # off as shipped; 1.0 chosen before any run, not tuned
 ROUTE_ON_QUESTIONS = "learner.sleep.options.knowledge-seeding.route_on=questions"  # "all" as shipped
 CMS_MEMORY = ["learner.fast_memory=cms", "learner.lr=0.01"]  # wake fine-tunes CMS level 0's MLP
@@ -86,6 +88,7 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +own questions as cues, 4× seeding steps, router loss": ("sleep", [CUES, f"{SEEDING_STEPS}=1200", ROUTER_LOSS]),  # can protection reach what it does not ask? (an experiment)
     "sleep +own questions as cues, 4× seeding steps, router loss on questions": ("sleep", [CUES, f"{SEEDING_STEPS}=1200", ROUTER_LOSS, ROUTE_ON_QUESTIONS]),  # added after the router loss row: does it learn the people once the form is the same? (an experiment)
     "sleep +own questions as cues, 4× seeding steps, ½ seeding lr": ("sleep", [CUES, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR]),  # does the student fit its teacher's pairs at a steadier step? (an experiment)
+    "sleep +own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions": ("sleep", [CUES, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16"]),  # does the teacher teach more facts when it asks more? (an experiment; 16 fixed before any run)
     "in-context (ceiling)": ("in-context", []),
     **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
         "base": ("base", []),
@@ -109,6 +112,7 @@ FACT_PAIRS = [
     ("sleep +own questions as cues, 4× seeding steps, router loss on questions", "sleep +own questions as cues, 4× seeding steps, router loss"),
     ("sleep +own questions as cues, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, 4× seeding steps"),
     ("sleep +own questions as cues, 4× seeding steps, ½ seeding lr", "finetune"),
+    ("sleep +own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions", "sleep +own questions as cues, 4× seeding steps, ½ seeding lr"),
 ]
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 
