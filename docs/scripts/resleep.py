@@ -20,11 +20,11 @@ import torch
 from omegaconf import OmegaConf
 
 from somna.evals.rundir import load_run
-from somna.learners.base import SleepContext, derive_seed, phase_seed
-from somna.learners.text.seeding import SEEDING_SALT, closed_book
+from somna.learners.base import SleepContext, phase_seed
 from somna.platform.builders import build_curriculum, build_learner, seed_everything
 
 from kernel_memory_probe import exact  # this script's folder is on sys.path when it runs
+from seeding_coverage import sleep_pairs, teacher_matches
 
 
 def dev_em(learner, rows: list[dict]) -> float:
@@ -38,25 +38,20 @@ def resleep(run_dir: Path, sleep: int, overrides: list[str]) -> dict[str, float]
     curriculum = build_curriculum(cfg)
     experiences = list(curriculum)
 
-    def learner_before():
-        learner = build_learner(cfg, curriculum.info)
-        if sleep:
-            learner.load_state_dict(run.checkpoints()[sleep - 1].load())
-        return learner
-
-    learner, experience = learner_before(), experiences[sleep]
+    learner, experience = build_learner(cfg, curriculum.info), experiences[sleep]
+    if sleep:
+        learner.load_state_dict(run.checkpoints()[sleep - 1].load())
+    taught = sleep_pairs(learner, experience)  # the teacher's pairs, as the sleep will draw them (explicit seeds; the learner is not changed)
     earlier = [row for e in experiences[:sleep] for row in e.dev]
     before = dev_em(learner, earlier)
     seed_everything(phase_seed(int(cfg.seed), sleep, "wake"))
     learner.wake(experience)
     seed_everything(phase_seed(int(cfg.seed), sleep, "sleep"))
     logged = learner.sleep(SleepContext(experience=experience, num_experiences=len(experiences), seed=int(cfg.seed)))
-    slow = learner_before()  # the teacher's pairs again, as the sleep drew them (the context teacher reads the slow model)
-    taught = learner.sleep_stages["knowledge-seeding"].new_knowledge(slow, slow.frozen_copy(), experience, derive_seed(slow.seed, sleep, SEEDING_SALT))
-    own = [(p, c) for p, c in zip(taught.prompts, taught.completions) if closed_book(p)]
+    matches, asked = teacher_matches(learner, taught)
     return {
         "student_dev_em_after": logged["knowledge-seeding/student_dev_em_after"],
-        "student = teacher on its questions": sum(exact(learner, [p for p, _ in own], [c for _, c in own])) / len(own),
+        "student = teacher on its questions": matches / asked,
         "earlier dev EM before": before,
         "earlier dev EM after": dev_em(learner, earlier),
     }

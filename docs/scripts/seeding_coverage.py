@@ -66,18 +66,30 @@ def group_of(fact: DevFact, taught: SeedingData) -> str:
     return "taught" if any(exact_match(answer, fact.answer) for answer in answers) else "asked otherwise"
 
 
+def sleep_pairs(learner, experience) -> SeedingData:
+    """The pairs the sleep after `experience` trained on, drawn again from `learner` as it was before that sleep
+    (same seed; the context fast memory's teacher is that model reading the passage)."""
+    stage = learner.sleep_stages["knowledge-seeding"]
+    return stage.new_knowledge(learner, learner.frozen_copy(), experience, derive_seed(learner.seed, experience.index, SEEDING_SALT))
+
+
+def teacher_matches(learner, taught: SeedingData) -> tuple[float, int]:
+    """Of the teacher's own closed-book questions in `taught`: how many the learner answers as the teacher did, of how many."""
+    own = [(p, c) for p, c in zip(taught.prompts, taught.completions) if closed_book(p)]
+    return sum(exact(learner, [p for p, _ in own], [c for _, c in own])), len(own)
+
+
 @cached_in_run(CACHE)
 def run_coverage(run_dir: Path) -> dict[str, float]:
     """Over one run's sleeps (pooled): the share of dev facts per group, the student's dev EM after the sleep per
     group, and its EM against the teacher's answers on the teacher's own questions."""
     run, learner, experiences = rebuilt(run_dir)
-    stage = learner.sleep_stages["knowledge-seeding"]
+    checkpoints = run.checkpoints()
     counts, known = dict.fromkeys(GROUPS, 0), dict.fromkeys(GROUPS, 0.0)
     fitted, questions = 0.0, 0
-    for checkpoint in run.checkpoints():
+    for checkpoint in checkpoints:
         experience = experiences[checkpoint.index]
-        seed = derive_seed(learner.seed, checkpoint.index, SEEDING_SALT)
-        taught = stage.new_knowledge(learner, learner.frozen_copy(), experience, seed)
+        taught = sleep_pairs(learner, experience)
         facts = [dev_fact(row) for row in experience.dev]
         groups = [group_of(fact, taught) for fact in facts]
         learner.load_state_dict(checkpoint.load())
@@ -85,16 +97,16 @@ def run_coverage(run_dir: Path) -> dict[str, float]:
         for group, score in zip(groups, after):
             counts[group] += 1
             known[group] += score
-        own = [(p, c) for p, c in zip(taught.prompts, taught.completions) if closed_book(p)]
-        fitted += sum(exact(learner, [p for p, _ in own], [c for _, c in own]))
-        questions += len(own)
+        matches, asked = teacher_matches(learner, taught)
+        fitted += matches
+        questions += asked
     total = sum(counts.values())
     return {
         **{f"share/{g}": counts[g] / total for g in GROUPS},
         **{f"em/{g}": known[g] / counts[g] if counts[g] else float("nan") for g in GROUPS},
         "em/all": sum(known.values()) / total,
         "fit": fitted / questions,
-        "questions": questions / len(run.checkpoints()),
+        "questions": questions / len(checkpoints),
     }
 
 
