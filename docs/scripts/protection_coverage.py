@@ -15,81 +15,69 @@ share still known after, per group. The world's facts are the base's skill, not 
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from somna.curricula.world import ATTRIBUTES, Entity, World, WorldConfig, question
+from somna.curricula.world import ATTRIBUTES, World, WorldConfig
 from somna.learners.base import derive_seed
 from somna.learners.text.seeding import SEEDING_SALT
 
-from kernel_memory_probe import exact  # this script's folder is on sys.path when it runs
-from readback import cached_in_run, readback_args, rebuilt, write_row_table
-
-
-def world_of(learner) -> World:
-    """The world the learner's base was pretrained on (its pretrain.yaml)."""
-    spec = OmegaConf.load(Path(learner.config.model.base) / "pretrain.yaml")
-    return World(WorldConfig(**spec.world))
-
-
-@dataclass(frozen=True)
-class Fact:
-    person: Entity
-    attribute: str
-
-    @property
-    def probe(self) -> tuple[str, str]:
-        """(closed-book prompt, answer), question paraphrase 0."""
-        return question(self.person, self.attribute, 0)
-
+from fact_probes import FactProbe, answered, asks, names, normalised, world_probe
+from readback import Scores, cached_in_run, readback_args, rebuilt, write_row_table
 
 GROUPS = ("asked", "named", "absent")
 CACHE = "protection_coverage.json"
 
 
-def known(learner, facts: list[Fact]) -> list[float]:
-    """Closed-book exact match (1 or 0) of the learner's current model on each fact."""
-    prompts, answers = zip(*(fact.probe for fact in facts))
-    return exact(learner, list(prompts), list(answers))
+def world_facts(learner) -> list[FactProbe]:
+    """Every attribute of the people the learner's base was asked about in pretraining (its pretrain.yaml's world)."""
+    spec = OmegaConf.load(Path(learner.config.model.base) / "pretrain.yaml")
+    world = World(WorldConfig(**spec.world))
+    return [world_probe(person, attribute) for person in world.asked for attribute in ATTRIBUTES]
 
 
-def coverage(texts: str, fact: Fact) -> str:
-    """What protection's `texts` (lowercased, whitespace-normalised) hold of `fact`: "asked" (a question about
-    this person and attribute, in any paraphrase), "named" (the person, not this question) or "absent"."""
-    if any(q.format(e=fact.person.name).lower() in texts for q in ATTRIBUTES[fact.attribute].questions):
+def coverage(texts: str, fact: FactProbe) -> str:
+    """What protection's `texts` (normalised) hold of `fact`: "asked" (a question about this person and
+    attribute, in any paraphrase), "named" (the person, not this question) or "absent"."""
+    if asks(texts, fact):
         return "asked"
-    return "named" if re.search(rf"\b{fact.person.name.lower()}\b", texts) else "absent"
+    return "named" if names(texts, fact) else "absent"
 
 
-@cached_in_run(CACHE)
-def run_coverage(run_dir: Path) -> dict[str, float]:
-    """Over one run's sleeps: per group (see `coverage`), the facts known before a sleep and the share kept after it."""
-    run, learner, _ = rebuilt(run_dir)
-    world = world_of(learner)
-    facts = [Fact(person, attribute) for person in world.asked for attribute in ATTRIBUTES]
+def kept_by_coverage(run_dir: Path, facts_at: Callable[[Any, list[Any], int], list[FactProbe]]) -> Scores:
+    """Over one run's sleeps: per group (see `coverage`), the facts known before a sleep and the share kept after it.
+
+    `facts_at(learner, experiences, index)` gives the facts asked around the sleep after experience `index`;
+    before it the learner holds the previous checkpoint (the slow model that sleep's protection is drawn from)."""
+    run, learner, experiences = rebuilt(run_dir)
     stage = learner.sleep_stages["knowledge-seeding"]
     before_count, kept_count = dict.fromkeys(GROUPS, 0), dict.fromkeys(GROUPS, 0)
-    before = known(learner, facts)
     checkpoints = run.checkpoints()
     for checkpoint in checkpoints:
+        facts = facts_at(learner, experiences, checkpoint.index)
+        before = answered(learner, facts)
         protect = stage.protection(learner, learner.frozen_copy(), derive_seed(learner.seed, checkpoint.index, SEEDING_SALT))
-        texts = " ".join(" ".join(text.lower().split()) for text in protect.prompts + protect.completions)
+        texts = normalised(" ".join(protect.prompts + protect.completions))
         groups = [coverage(texts, fact) for fact in facts]
         learner.load_state_dict(checkpoint.load())
-        after = known(learner, facts)
+        after = answered(learner, facts)
         for group, was, still in zip(groups, before, after):
             before_count[group] += was
             kept_count[group] += was and still
-        before = after
     sleeps = len(checkpoints)
-    scores = {
+    return {
         **{f"kept/{g}": kept_count[g] / before_count[g] if before_count[g] else float("nan") for g in GROUPS},
         **{f"known/{g}": before_count[g] / sleeps for g in GROUPS},
     }
-    return scores
+
+
+@cached_in_run(CACHE)
+def run_coverage(run_dir: Path) -> Scores:
+    """`kept_by_coverage` of the base's world facts."""
+    return kept_by_coverage(run_dir, lambda learner, _experiences, _index: world_facts(learner))
 
 
 def with_overall(scores: dict[str, float]) -> dict[str, float]:

@@ -18,15 +18,13 @@ Dev questions only; never a test probe.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from somna.curricula.world import ATTRIBUTES
 from somna.learners.base import derive_seed
 from somna.learners.text.rewards import exact_match
 from somna.learners.text.seeding import SEEDING_SALT, SeedingData, closed_book
 
+from fact_probes import FactProbe, answered, asks, normalised, read_probe
 from kernel_memory_probe import exact  # this script's folder is on sys.path when it runs
 from readback import cached_in_run, readback_args, rebuilt, write_row_table
 
@@ -34,33 +32,9 @@ CACHE = "seeding_coverage.json"
 GROUPS = ("taught", "asked otherwise", "not asked")
 
 
-@dataclass(frozen=True)
-class DevFact:
-    name: str
-    attribute: str
-    prompt: str
-    answer: str
-
-
-def dev_fact(row: dict) -> DevFact:
-    """The person and attribute a dev probe asks about, read back from its question paraphrase."""
-    for attribute, spec in ATTRIBUTES.items():
-        for template in spec.questions:
-            pattern = re.escape(f"Q: {template} A:").replace(re.escape("{e}"), r"(\w+)")
-            if found := re.fullmatch(pattern, row["prompt"]):
-                return DevFact(found.group(1), attribute, row["prompt"], row["answer"])
-    raise ValueError(f"no question paraphrase of the world reads {row['prompt']!r}")
-
-
-def asks(question: str, fact: DevFact) -> bool:
-    """Whether a teacher's closed-book question is one of the paraphrases asking `fact`'s attribute of its person."""
-    text = " ".join(question.lower().split())
-    return any(template.format(e=fact.name).lower() in text for template in ATTRIBUTES[fact.attribute].questions)
-
-
-def group_of(fact: DevFact, taught: SeedingData) -> str:
+def group_of(fact: FactProbe, taught: SeedingData) -> str:
     """"taught" (a question of `taught` asks it, answered right), "asked otherwise" (asked, never answered right) or "not asked"."""
-    answers = [completion for prompt, completion in zip(taught.prompts, taught.completions) if closed_book(prompt) and asks(prompt, fact)]
+    answers = [c for p, c in zip(taught.prompts, taught.completions) if closed_book(p) and asks(normalised(p), fact)]
     if not answers:
         return "not asked"
     return "taught" if any(exact_match(answer, fact.answer) for answer in answers) else "asked otherwise"
@@ -90,10 +64,10 @@ def run_coverage(run_dir: Path) -> dict[str, float]:
     for checkpoint in checkpoints:
         experience = experiences[checkpoint.index]
         taught = sleep_pairs(learner, experience)
-        facts = [dev_fact(row) for row in experience.dev]
+        facts = [read_probe(row) for row in experience.dev]
         groups = [group_of(fact, taught) for fact in facts]
         learner.load_state_dict(checkpoint.load())
-        after = exact(learner, [fact.prompt for fact in facts], [fact.answer for fact in facts])
+        after = answered(learner, facts)
         for group, score in zip(groups, after):
             counts[group] += 1
             known[group] += score
