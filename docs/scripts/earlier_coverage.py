@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fact_probes import read_probe
-from protection_coverage import GROUPS, kept_by_coverage, with_overall
-from readback import Scores, cached_in_run, readback_args, write_row_table
+from protection_coverage import kept_by_coverage, write_kept_table
+from readback import Scores, cached_in_run, readback_args
 
 CACHE = "earlier_coverage.json"
 
@@ -34,15 +34,11 @@ def run_coverage(run_dir: Path) -> Scores:
 
 def main() -> None:
     args = readback_args(__doc__, "earlier_coverage")
-    write_row_table(
+    write_kept_table(
         args, "earlier_coverage.py",
         "Each sleep's facts pooled per seed. Facts: the dev questions of the experiences before the sleep's own "
         "(50 each; 300 over the 2nd to 4th sleep), closed-book. \"Facts known before\" is per sleep (the first has none).",
-        "| row | earlier facts kept by a sleep: all | protection asks this fact | names the person only | does not name the person "
-        "| facts known before a sleep: asked | named only | not named |",
-        ["kept/all"] + [f"kept/{g}" for g in GROUPS] + [f"known/{g}" for g in GROUPS],
-        lambda run_dir: with_overall(run_coverage(run_dir)),
-        digits=lambda column: 0 if column.startswith("known/") else 3,
+        "earlier facts", run_coverage,
     )
 
 

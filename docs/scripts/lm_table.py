@@ -89,6 +89,8 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +own questions as cues, 4× seeding steps, router loss on questions": ("sleep", [CUES, f"{SEEDING_STEPS}=1200", ROUTER_LOSS, ROUTE_ON_QUESTIONS]),  # added after the router loss row: does it learn the people once the form is the same? (an experiment)
     "sleep +own questions as cues, 4× seeding steps, ½ seeding lr": ("sleep", [CUES, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR]),  # does the student fit its teacher's pairs at a steadier step? (an experiment)
     "sleep +own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions": ("sleep", [CUES, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16"]),  # does the teacher teach more facts when it asks more? (an experiment; 16 fixed before any run)
+    "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16"]),  # do all of its questions as cues keep the earlier experiences once each sleep fits them? (an experiment)
+    "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024"]),  # with the earlier people all asked, does asking more of the world keep the skills? (an experiment; 1024 x 1200 steps trains each prompt as often as 256 x 300)
     "in-context (ceiling)": ("in-context", []),
     **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
         "base": ("base", []),
@@ -113,6 +115,8 @@ FACT_PAIRS = [
     ("sleep +own questions as cues, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, 4× seeding steps"),
     ("sleep +own questions as cues, 4× seeding steps, ½ seeding lr", "finetune"),
     ("sleep +own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions", "sleep +own questions as cues, 4× seeding steps, ½ seeding lr"),
+    ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions", "sleep +own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
+    ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
 ]
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 

@@ -15,6 +15,7 @@ share still known after, per group. The world's facts are the base's skill, not 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,16 +88,24 @@ def with_overall(scores: dict[str, float]) -> dict[str, float]:
     return scores | {"kept/all": kept / sum(known.values())}
 
 
-def main() -> None:
-    args = readback_args(__doc__, "protection_coverage", rows=["sleep (fast memory: context)"])
+def write_kept_table(args: argparse.Namespace, script: str, intro: str, facts: str, scores_of: Callable[[Path], Scores]) -> None:
+    """Per row: the share of `facts` a sleep keeps, pooled (`with_overall`) and per coverage group, and how many it knew before."""
     write_row_table(
-        args, "protection_coverage.py",
-        "Each sleep's facts pooled per seed. Facts: every attribute of the 100 world people pretraining asked about (700), closed-book.",
-        "| row | world facts kept by a sleep: all | protection asks this fact | names the person only | does not name the person "
+        args, script, intro,
+        f"| row | {facts} kept by a sleep: all | protection asks this fact | names the person only | does not name the person "
         "| facts known before a sleep: asked | named only | not named |",
         ["kept/all"] + [f"kept/{g}" for g in GROUPS] + [f"known/{g}" for g in GROUPS],
-        lambda run_dir: with_overall(run_coverage(run_dir)),
+        lambda run_dir: with_overall(scores_of(run_dir)),
         digits=lambda column: 0 if column.startswith("known/") else 3,
+    )
+
+
+def main() -> None:
+    args = readback_args(__doc__, "protection_coverage", rows=["sleep (fast memory: context)"])
+    write_kept_table(
+        args, "protection_coverage.py",
+        "Each sleep's facts pooled per seed. Facts: every attribute of the 100 world people pretraining asked about (700), closed-book.",
+        "world facts", run_coverage,
     )
 
 

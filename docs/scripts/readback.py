@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,16 @@ def readback_args(doc: str, block: str, rows: list[str] | None = None) -> argpar
     return parser.parse_args()
 
 
+def cell(values: list[float], digits: int) -> str:
+    """Mean ± 95% CI over the seeds that have a value ("—" when none has: e.g. no fact fell in a group),
+    with the count of seeds when only some have one."""
+    present = [value for value in values if not math.isnan(value)]
+    if not present:
+        return "—"
+    formatted = mean_ci(present).format(digits)
+    return formatted if len(present) == len(values) else f"{formatted} ({len(present)} seeds)"
+
+
 def write_row_table(
     args: argparse.Namespace, script: str, intro: str, header: str, columns: list[str],
     scores_of: Callable[[Path], Scores], digits: Callable[[str], int] = lambda _column: 3,
@@ -80,7 +91,7 @@ def write_row_table(
     ]
     for row in args.rows:
         per_seed = [scores_of(args.runs / row.replace(" ", "_") / f"seed{seed}") for seed in args.seeds]
-        lines.append(f"| {row} | {' | '.join(mean_ci([scores[c] for scores in per_seed]).format(digits(c)) for c in columns)} |")
+        lines.append(f"| {row} | {' | '.join(cell([scores[c] for scores in per_seed], digits(c)) for c in columns)} |")
     report = "\n".join(lines + ["", provenance_line()])
     print(report)
     write_between_markers(args.out, report, args.block)
