@@ -16,6 +16,7 @@ share still known after, per group. The world's facts are the base's skill, not 
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,10 @@ GROUPS = ("asked", "named", "absent")
 CACHE = "protection_coverage.json"
 
 
-def world_facts(learner) -> list[FactProbe]:
-    """Every attribute of the people the learner's base was asked about in pretraining (its pretrain.yaml's world)."""
-    spec = OmegaConf.load(Path(learner.config.model.base) / "pretrain.yaml")
+@functools.cache
+def world_facts(base: str) -> list[FactProbe]:
+    """Every attribute of the people the base was asked about in pretraining (its pretrain.yaml's world)."""
+    spec = OmegaConf.load(Path(base) / "pretrain.yaml")
     world = World(WorldConfig(**spec.world))
     return [world_probe(person, attribute) for person in world.asked for attribute in ATTRIBUTES]
 
@@ -52,19 +54,28 @@ def kept_by_coverage(run_dir: Path, facts_at: Callable[[Any, list[Any], int], li
     """Over one run's sleeps: per group (see `coverage`), the facts known before a sleep and the share kept after it.
 
     `facts_at(learner, experiences, index)` gives the facts asked around the sleep after experience `index`;
-    before it the learner holds the previous checkpoint (the slow model that sleep's protection is drawn from)."""
+    before it the learner holds the previous checkpoint (the slow model that sleep's protection is drawn from).
+    A fact is asked once per checkpoint: what a sleep's "after" answered is the next sleep's "before"."""
     run, learner, experiences = rebuilt(run_dir)
     stage = learner.sleep_stages["knowledge-seeding"]
     before_count, kept_count = dict.fromkeys(GROUPS, 0), dict.fromkeys(GROUPS, 0)
+    answers: dict[FactProbe, float] = {}  # of the learner's current state
+
+    def answered_now(facts: list[FactProbe]) -> list[float]:
+        missing = [fact for fact in facts if fact not in answers]
+        answers.update(zip(missing, answered(learner, missing)))
+        return [answers[fact] for fact in facts]
+
     checkpoints = run.checkpoints()
     for checkpoint in checkpoints:
         facts = facts_at(learner, experiences, checkpoint.index)
-        before = answered(learner, facts)
+        before = answered_now(facts)
         protect = stage.protection(learner, learner.frozen_copy(), derive_seed(learner.seed, checkpoint.index, SEEDING_SALT))
         texts = normalised(" ".join(protect.prompts + protect.completions))
         groups = [coverage(texts, fact) for fact in facts]
         learner.load_state_dict(checkpoint.load())
-        after = answered(learner, facts)
+        answers.clear()
+        after = answered_now(facts)
         for group, was, still in zip(groups, before, after):
             before_count[group] += was
             kept_count[group] += was and still
@@ -78,7 +89,7 @@ def kept_by_coverage(run_dir: Path, facts_at: Callable[[Any, list[Any], int], li
 @cached_in_run(CACHE)
 def run_coverage(run_dir: Path) -> Scores:
     """`kept_by_coverage` of the base's world facts."""
-    return kept_by_coverage(run_dir, lambda learner, _experiences, _index: world_facts(learner))
+    return kept_by_coverage(run_dir, lambda learner, _experiences, _index: world_facts(learner.config.model.base))
 
 
 def with_overall(scores: dict[str, float]) -> dict[str, float]:
