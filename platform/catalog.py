@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-ROOMS = ("somna.curricula", "somna.kernels", "somna.learners")
+ROOMS = ("somna.curricula", "somna.kernels.catalog", "somna.learners")
 
 
 def load_builtins() -> None:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import somna.kernels  # noqa: F401  (registers the layers)
+import somna.kernels.catalog  # noqa: F401  (registers the layers)
 from somna.curricula.mqar import MQARBatch, make_mqar
 from somna.evals.stats import mean_ci
 from somna.platform.provenance import provenance_line

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import somna.kernels  # noqa: F401  (registers every kernel)
+import somna.kernels.catalog  # noqa: F401  (registers every kernel)
 from somna.kernels.cms import ContinuumMemory
 from somna.kernels.self_modifying import MEMORIES, SelfModifyingMemory
 from somna.kernels.titans_layers import TitansMAC

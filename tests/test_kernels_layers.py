@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import somna.kernels  # noqa: F401  (registers the layers)
-from somna.kernels import delta_rule
+import somna.kernels.catalog  # noqa: F401  (registers the layers)
+from somna.kernels.delta_rule import delta_rule
 from somna.platform.registry import KERNELS
 
 LAYERS = ("linear-attention", "deltanet", "gated-deltanet")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from somna.kernels import delta_rule
+from somna.kernels.delta_rule import delta_rule
 from somna.kernels.atlas import Atlas, PolynomialFeatures
 from somna.kernels.memory_scan import Gates, MemoryRule, MemoryState, memory_scan
 from somna.kernels.neural_memory import NeuralMemory

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from somna.kernels import delta_rule, gated_delta_rule, linear_attention
+from somna.kernels.delta_rule import delta_rule, gated_delta_rule
+from somna.kernels.linear_attention import linear_attention
 
 OPS = ("linear_attention", "delta_rule", "gated_delta_rule")
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import somna.kernels  # noqa: F401  (registers every kernel)
+import somna.kernels.catalog  # noqa: F401  (registers every kernel)
 from somna.kernels.memory_scan import Gates, MemoryRule, MemoryState, memory_scan
 from somna.kernels.miras import HuberBias, LpBias, LqNormalizedRead, SoftmaxRead
 from somna.kernels.reference import (

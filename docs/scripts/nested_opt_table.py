@@ -79,7 +79,7 @@ def main() -> None:
     text = f"""# Nested-optimizer sleep: the wake rule learns to memorise better
 
 Held-out MQAR recall (vocabulary {VOCAB}, {EMBED}-d token codes, linear Titans
-memory from `somna.kernels.NeuralMemory`, chunk 4, every sequence memorised
+memory from `somna.kernels.neural_memory.NeuralMemory`, chunk 4, every sequence memorised
 from an empty memory) after each wake/sleep cycle. Sleep = `nested-opt`
 (20 Adam steps on the θ/η/α gate projections only, through unrolled wake
 passes over the 32-sequence rehearsal buffer of {TRAIN_PAIRS}-pair sequences);

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import somna.kernels  # noqa: F401  (registers the hope kernel)
+import somna.kernels.catalog  # noqa: F401  (registers the hope kernel)
 from somna.learners.shared.backbones import MLP
 from somna.learners.vector.classifier import ClassifierConfig, ClassifierLearner, experience_tensors
 from somna.platform.registry import KERNELS, register_learner

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from somna.kernels import delta_rule
+from somna.kernels.delta_rule import delta_rule
 from somna.learners.base import Metrics, SleepConfig, SleepContext, derive_seed
 from somna.learners.shared.backbones import MLP
 from somna.learners.vector.classifier import MLPClassifier, MLPConfig, experience_tensors
