@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from somna.learners.base import SleepConfig, SleepContext
 from somna.learners.text.encoding import IGNORE, sample_completions
 from somna.learners.text.rewards import chrf
 from somna.learners.text.learner import training_only
-from somna.learners.text.seeding import GKDSeeding, SeedingData, routing_loss, supervised_steps
+from somna.learners.text.seeding import GKDSeeding, GKDSeedingOptions, SeedingData, routing_loss, step_rows, supervised_steps
 from somna.learners.text.sleep import CMSExpansion
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import ConfigError, load_config
@@ -168,6 +169,45 @@ def test_routing_on_questions_leaves_a_sleep_without_questions_as_it_was():
     plain = expert_after(route_weight=0.0)
     assert all(torch.equal(plain[k], v) for k, v in expert_after(route_weight=1.0, route_on="questions").items())
     assert not all(torch.equal(plain[k], v) for k, v in expert_after(route_weight=1.0, route_on="all").items())
+
+
+def pairs(prompts: list[str], completion: str) -> SeedingData:
+    return SeedingData(prompts, [""] * len(prompts), [completion] * len(prompts))
+
+
+def test_cue_rows_give_the_cues_their_own_rows_in_every_step_however_many_generations():
+    """In one shared draw, 10 cues among 200 generations get at most one of 200 rows; with rows of their own
+    (cue_rows=2) every step holds 2 of them, each cue drawn equally often, and the generations keep their 4."""
+    generations, cues = pairs([f"g{i}" for i in range(200)], "x"), pairs([f"Q: c{i}? A:" for i in range(10)], "y")
+    is_cue = lambda prompt: prompt.startswith("Q:")  # noqa: E731
+    shared = step_rows([(pairs(generations.prompts + cues.prompts, "x"), 4, 1)], 50)
+    assert max(Counter(p for rows in shared for p, _ in rows if is_cue(p)).values(), default=0) <= 1
+    own = step_rows([(generations, 4, 1), (cues, 2, 2)], 50)
+    assert all(len(rows) == 6 and sum(map(is_cue, (p for p, _ in rows))) == 2 for rows in own)
+    assert set(Counter(p for rows in own for p, _ in rows if is_cue(p)).values()) == {10}
+    assert [rows[:4] for rows in own] == step_rows([(generations, 4, 1)], 50)  # the generations' draw is untouched
+
+
+def test_cue_rows_enter_the_protection_loss_and_need_cues():
+    _, curriculum, learner = setup()
+    learner.wake(curriculum[0])
+    context = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0))
+    CMSExpansion()(learner, context)
+    start = params(learner.model)
+    new = SeedingData(["Teme likes"] * 2, ["Teme likes"] * 2, ["to eat honey."] * 2)
+    protect = pairs(["Vasube earns a living as a singer. Q:"] * 2, "What does Vasube do? A: singer")
+
+    def after(**cued) -> dict[str, torch.Tensor]:
+        learner.model.load_state_dict(start)
+        with training_only(learner.model, learner.sleep_parameters(context)):
+            supervised_steps(learner, new, protect, learner.frozen_copy(), 3, 1e-2, 2, 0.5, seed=0, **cued)
+        return params(learner.model)
+
+    plain = after()
+    assert all(torch.equal(plain[k], v) for k, v in after(cues=pairs([], ""), cue_rows=2).items())
+    assert not all(torch.equal(plain[k], v) for k, v in after(cues=pairs(["Q: Who is Teme? A:"], "a baker"), cue_rows=2).items())
+    with pytest.raises(ValueError, match="cue_rows draws from the rehearsal cues: set rehearse_questions > 0"):
+        GKDSeedingOptions(cue_rows=2)
 
 
 def test_seeding_without_expansion_trains_the_receiving_level_only():

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -217,6 +218,7 @@ class GKDSeedingOptions:
     protect_prompts: int = 256  # the slow model's own generations it must keep producing (0: no protection)
     protect_share: float = 0.8  # the share of each sequence-level batch's rows that are those generations
     rehearse_questions: int = 0  # of its own closed-book questions, how many each sleep keeps as protection cues for later sleeps
+    cue_rows: int = 0  # protection rows per step drawn from those cues alone, beside batch_size from the generations (0: one shared draw)
     route_weight: float = 0.0  # router loss: the new expert's router row learns to open on the new pairs and stay shut on protection's (0: off)
     route_on: str = "all"  # the rows the router loss reads: "all", or only the closed-book "questions" of both sides
     batch_size: int = 4
@@ -234,9 +236,11 @@ class GKDSeedingOptions:
             raise ValueError(f"learner.sleep.options.knowledge-seeding.rounds must be >= 1, got {self.rounds}")
         if self.route_on not in ROUTE_ON:
             raise ValueError(f"learner.sleep.options.knowledge-seeding.route_on must be one of {', '.join(ROUTE_ON)}, got {self.route_on!r}")
-        for key in ("steps", "imitation_steps", "questions_per_passage", "num_prompts", "protect_prompts", "rehearse_questions", "route_weight"):
+        for key in ("steps", "imitation_steps", "questions_per_passage", "num_prompts", "protect_prompts", "rehearse_questions", "cue_rows", "route_weight"):
             if getattr(self, key) < 0:
                 raise ValueError(f"learner.sleep.options.knowledge-seeding.{key} must be >= 0, got {getattr(self, key)}")
+        if self.cue_rows and not self.rehearse_questions:
+            raise ValueError("learner.sleep.options.knowledge-seeding.cue_rows draws from the rehearsal cues: set rehearse_questions > 0")
 
 
 def closed_book(prompt: str) -> bool:
@@ -251,6 +255,11 @@ class SeedingData:
     prompts: list[str]
     teacher_prompts: list[str]
     completions: list[str]
+
+    def where(self, keep: Callable[[str], bool]) -> SeedingData:
+        """The pairs whose student prompt `keep` accepts."""
+        rows = [i for i, prompt in enumerate(self.prompts) if keep(prompt)]
+        return SeedingData(*([column[i] for i in rows] for column in (self.prompts, self.teacher_prompts, self.completions)))
 
 
 @register_sleep_stage("knowledge-seeding", modality="text")
@@ -270,7 +279,9 @@ class GKDSeeding(SleepStage):
                holds the earlier sleeps' experts. The slow model cannot write about earlier
                experiences' people by itself, so without these cues nothing protects them.
     Every step's loss is (1 - protect_share) x the completion loss on the teacher's samples (sequence-
-    level distillation) + protect_share x KL(slow || student) on the slow model's generations, so the
+    level distillation) + protect_share x KL(slow || student) on the slow model's generations (with
+    `cue_rows`, plus that many rows of the cues' own pairs each step, so that more generations do not
+    draw the cues less often), so the
     expert and its router learn where to act and where to stay off in the same step. With `route_weight`,
     the router is also told directly: a binary cross-entropy pulls its gate towards 1 on the new pairs and
     towards 0 on the protection rows (`routing_loss`), so that it may learn *which inputs* are new rather
@@ -297,6 +308,8 @@ class GKDSeeding(SleepStage):
         seed = derive_seed(learner.seed, context.index, SEEDING_SALT)
         new = self.new_knowledge(learner, teacher, context.experience, seed)
         protect = self.protection(learner, slow, seed)
+        cued = set(learner.rehearsal_cues) if opts.cue_rows else set()
+        generations, cues = protect.where(lambda prompt: prompt not in cued), protect.where(cued.__contains__)
         gap = lambda: completion_kl(teacher, model, tokenizer, new.teacher_prompts, new.prompts, new.completions, learner.config.max_length)  # noqa: E731
         trainable = learner.sleep_parameters(context)
         router = learner.cms[context.new_expert[0]].experts[context.new_expert[1]].gate if context.new_expert else None
@@ -309,8 +322,8 @@ class GKDSeeding(SleepStage):
                 if learner.fast_memory.token_level:
                     metrics |= self.gkd(learner, teacher, new, steps, seed + round_index)
                 metrics["sequence_kd_loss"] = supervised_steps(
-                    learner, new, protect, slow, steps, opts.alpha * opts.lr, opts.batch_size, opts.protect_share, seed + round_index,
-                    router=router, route_weight=opts.route_weight, route_on=opts.route_on,
+                    learner, new, generations, slow, steps, opts.alpha * opts.lr, opts.batch_size, opts.protect_share, seed + round_index,
+                    router=router, route_weight=opts.route_weight, route_on=opts.route_on, cues=cues, cue_rows=opts.cue_rows,
                 )
             if opts.alpha < 1 and opts.imitation_steps:
                 metrics |= imitate(
@@ -406,39 +419,48 @@ def supervised_steps(
     learner: TextSleepLearner, new: SeedingData, protect: SeedingData, slow: torch.nn.Module,
     steps: int, lr: float, batch_size: int, protect_share: float, seed: int,
     router: torch.nn.Module | None = None, route_weight: float = 0.0, route_on: str = "all",
+    cues: SeedingData | None = None, cue_rows: int = 0,
 ) -> float:
     """Sequence-level distillation of the new knowledge, protected: each Adam step's loss is
     (1 - protect_share) x the completion loss on `batch_size` teacher samples + protect_share x KL(slow || student)
-    on as many of the slow model's own generations, so the new expert learns the new answers and, in the same
-    step, to leave what the slow model says alone; + route_weight x `routing_loss` of the new expert's router
-    (`router`) on both batches' rows (`route_on` "questions": their closed-book questions only). Returns the last loss."""
+    on as many of the slow model's own generations (and `cue_rows` of the `cues`' pairs, in the same batch), so
+    the new expert learns the new answers and, in the same step, to leave what the slow model says alone;
+    + route_weight x `routing_loss` of the new expert's router (`router`) on both batches' rows (`route_on`
+    "questions": their closed-book questions only). Returns the last loss."""
     model, tokenizer, max_length = learner.model, learner.tokenizer, learner.config.max_length
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    share = protect_share if protect.prompts else 0.0
-    new_order, protect_order = pick(len(new.prompts), steps * batch_size, seed), pick(len(protect.prompts), steps * batch_size, seed + 1)
+    new_rows = step_rows([(new, batch_size, seed)], steps)
+    protect_rows = step_rows([(protect, batch_size, seed + 1)] + ([(cues, cue_rows, seed + 2)] if cues is not None else []), steps)
+    share = protect_share if any(protect_rows) else 0.0
     model.train()
     loss = torch.zeros(())
     for step in range(steps if new.prompts else 0):
-        rows = new_order[step * batch_size : (step + 1) * batch_size]
-        picked = [(new, rows)]
-        batches = [encode_pairs(tokenizer, [new.prompts[i] for i in rows], [new.completions[i] for i in rows], max_length)]
+        picked = [new_rows[step]] + ([protect_rows[step]] if share and protect_rows[step] else [])
+        batches = [encode_pairs(tokenizer, [p for p, _ in rows], [c for _, c in rows], max_length) for rows in picked]
         with recorded_outputs(router) if route_weight and router is not None else nullcontext([]) as gate_logits:
             loss = (1 - share) * model(**batches[0]).loss
-            if share:
-                rows = protect_order[step * batch_size : (step + 1) * batch_size]
-                picked.append((protect, rows))
-                batches.append(encode_pairs(tokenizer, [protect.prompts[i] for i in rows], [protect.completions[i] for i in rows], max_length))
+            if len(batches) > 1:
                 with torch.no_grad():
                     target = scored_log_probs(slow, batches[1])
                 loss = loss + share * kl_divergence(target, scored_log_probs(model, batches[1]))
         if gate_logits:
-            routed = [torch.tensor([route_on == "all" or closed_book(data.prompts[i]) for i in rows]) for data, rows in picked]
+            routed = [torch.tensor([route_on == "all" or closed_book(prompt) for prompt, _ in rows]) for rows in picked]
             loss = loss + route_weight * routing_loss(gate_logits, batches, routed)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
     return float(loss.detach())
+
+
+def step_rows(sources: list[tuple[SeedingData, int, int]], steps: int) -> list[list[tuple[str, str]]]:
+    """Each step's (prompt, completion) rows: from every (data, rows, seed) source, the next `rows` of a seeded order
+    of its pairs (a source without pairs gives none)."""
+    orders = [(data, rows, pick(len(data.prompts), steps * rows, seed)) for data, rows, seed in sources]
+    return [
+        [(data.prompts[i], data.completions[i]) for data, rows, order in orders for i in order[step * rows : (step + 1) * rows]]
+        for step in range(steps)
+    ]
 
 
 def scored_gates(logits: torch.Tensor, batch: dict[str, torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
