@@ -22,7 +22,9 @@ Fact-stream rows:
                           router is also trained to open on the new pairs and stay shut on protection's rows;
                           "router loss on questions" reads only both sides' closed-book questions (route_on);
                           "½ seeding lr" halves the 4× row's knowledge-seeding lr (0.01 instead of 0.02), and
-                          "2× teacher questions" also has the teacher write 16 questions per passage instead of 8
+                          "2× teacher questions" also has the teacher write 16 questions per passage instead of 8;
+                          "cues in rows of their own" sets cue_rows = 4: every step's protection batch holds 4 rows
+                          of the cues beside its 4 rows of generations, instead of drawing the cues among them
   in-context              ceiling: the passage is in the prompt at test time
   DeltaNet base: ...      the `world-deltanet` base (DeltaNet mixers, otherwise `world`'s recipe): base,
                           sleep with the passages in context, sleep with the mixers' carried state as the
@@ -67,6 +69,7 @@ SEEDING_STEPS = "learner.sleep.options.knowledge-seeding.steps"  # 300 as shippe
 HALF_SEEDING_LR = "learner.sleep.options.knowledge-seeding.lr=0.01"  # 0.02 as shipped; 0.01 chosen on seed 0's logged dev scores (single sleeps)
 QUESTIONS = "learner.sleep.options.knowledge-seeding.questions_per_passage"  # 8 as shipped
 ROUTER_LOSS = "learner.sleep.options.knowledge-seeding.route_weight=1.0"  # off as shipped; 1.0 chosen before any run, not tuned
+CUE_ROWS = "learner.sleep.options.knowledge-seeding.cue_rows=4"  # off as shipped; 4 (= batch_size) chosen before any run, not tuned
 ROUTE_ON_QUESTIONS = "learner.sleep.options.knowledge-seeding.route_on=questions"  # "all" as shipped
 CMS_MEMORY = ["learner.fast_memory=cms", "learner.lr=0.01"]  # wake fine-tunes CMS level 0's MLP
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
@@ -91,6 +94,7 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions": ("sleep", [CUES, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16"]),  # does the teacher teach more facts when it asks more? (an experiment; 16 fixed before any run)
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16"]),  # do all of its questions as cues keep the earlier experiences once each sleep fits them? (an experiment)
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024"]),  # with the earlier people all asked, does asking more of the world keep the skills? (an experiment; 1024 x 1200 steps trains each prompt as often as 256 x 300)
+    "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024", CUE_ROWS]),  # does the 4× row keep its skills and get the cues' BWT back when the generations no longer dilute the cues? (an experiment)
     "in-context (ceiling)": ("in-context", []),
     **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
         "base": ("base", []),
@@ -117,6 +121,8 @@ FACT_PAIRS = [
     ("sleep +own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions", "sleep +own questions as cues, 4× seeding steps, ½ seeding lr"),
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions", "sleep +own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
+    ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts"),
+    ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
 ]
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 
