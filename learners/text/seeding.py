@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -256,10 +255,14 @@ class SeedingData:
     teacher_prompts: list[str]
     completions: list[str]
 
-    def where(self, keep: Callable[[str], bool]) -> SeedingData:
-        """The pairs whose student prompt `keep` accepts."""
-        rows = [i for i, prompt in enumerate(self.prompts) if keep(prompt)]
-        return SeedingData(*([column[i] for i in rows] for column in (self.prompts, self.teacher_prompts, self.completions)))
+    def partition(self, chosen: set[str]) -> tuple[SeedingData, SeedingData]:
+        """(the pairs whose student prompt is in `chosen`, the others)."""
+        inside = [prompt in chosen for prompt in self.prompts]
+
+        def rows(side: bool) -> SeedingData:
+            return SeedingData(*([v for v, s in zip(column, inside) if s == side] for column in (self.prompts, self.teacher_prompts, self.completions)))
+
+        return rows(True), rows(False)
 
 
 @register_sleep_stage("knowledge-seeding", modality="text")
@@ -308,8 +311,7 @@ class GKDSeeding(SleepStage):
         seed = derive_seed(learner.seed, context.index, SEEDING_SALT)
         new = self.new_knowledge(learner, teacher, context.experience, seed)
         protect = self.protection(learner, slow, seed)
-        cued = set(learner.rehearsal_cues) if opts.cue_rows else set()
-        generations, cues = protect.where(lambda prompt: prompt not in cued), protect.where(cued.__contains__)
+        cues, generations = protect.partition(set(learner.rehearsal_cues)) if opts.cue_rows else (None, protect)
         gap = lambda: completion_kl(teacher, model, tokenizer, new.teacher_prompts, new.prompts, new.completions, learner.config.max_length)  # noqa: E731
         trainable = learner.sleep_parameters(context)
         router = learner.cms[context.new_expert[0]].experts[context.new_expert[1]].gate if context.new_expert else None
@@ -435,7 +437,7 @@ def supervised_steps(
     model.train()
     loss = torch.zeros(())
     for step in range(steps if new.prompts else 0):
-        picked = [new_rows[step]] + ([protect_rows[step]] if share and protect_rows[step] else [])
+        picked = [new_rows[step]] + ([protect_rows[step]] if share else [])  # a source with pairs gives rows every step
         batches = [encode_pairs(tokenizer, [p for p, _ in rows], [c for _, c in rows], max_length) for rows in picked]
         with recorded_outputs(router) if route_weight and router is not None else nullcontext([]) as gate_logits:
             loss = (1 - share) * model(**batches[0]).loss
