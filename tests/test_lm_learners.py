@@ -74,6 +74,25 @@ def test_wake_writes_only_the_fast_memory_and_sleep_resets_it(memory):
     assert not changed(before, learner.model)
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_teacher_masks_the_consolidated_experts_only_when_told(keep):
+    """With an expert consolidated by the first sleep, the second sleep's teacher computes what the base does exactly
+    when `teacher_experts` is false; the learner's own expert stays on either way."""
+    _, curriculum, learner = setup(f"learner.teacher_experts={str(keep).lower()}")
+    base = learner.frozen_copy()
+    first = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0))
+    CMSExpansion()(learner, first)
+    block, expert = first.new_expert
+    with torch.no_grad():
+        learner.cms[block].experts[expert].up.weight.fill_(0.1)  # a consolidated expert that changes what the model says
+    learner.end_sleep(first)
+    second = learner.begin_sleep(SleepContext(curriculum[1], len(curriculum), seed=0))
+    probe = learner.encode_documents(curriculum[1].test["text"])
+    assert torch.equal(second.teacher(**probe).logits, base(**probe).logits) != keep
+    assert learner.cms[block].unlocked() == [expert]
+    assert not torch.equal(learner.model(**probe).logits, base(**probe).logits)
+
+
 def test_expansion_is_function_preserving_and_seeding_trains_only_the_new_expert():
     _, curriculum, learner = setup("learner.fast_memory=cms", "learner.epochs=3", "learner.lr=0.01")
     learner.wake(curriculum[0])

@@ -77,6 +77,11 @@ class ExpertMLP(nn.Module):
                 return e
         return None
 
+    def mask_experts(self) -> None:
+        """Mask every expert, weights kept: the level computes its base MLP alone (a sleep teacher that reads
+        with the base's own skill, `learner.teacher_experts=false`)."""
+        self.expert_mask.zero_()
+
     def reset_experts(self) -> int:
         """Lock and re-initialise every unlocked expert (synaptic pruning); returns how many."""
         unlocked = self.unlocked()

@@ -5,7 +5,8 @@ PAPERS.md, "Language Models Need Sleep". One experience is:
                      text/fast_memory.py: CMS level 0's MLP, the passages kept in context, or
                      the carried state of the base's memory-kernel mixers);
                      the core, the slow CMS levels and every consolidated expert do not change.
-  sleep begins       teacher := the model with its fast memory (frozen); the fast memory is
+  sleep begins       teacher := the model with its fast memory (frozen; `teacher_experts=false`
+                     masks its consolidated experts, so it reads with the base's own skill); the fast memory is
                      reset ("synaptic pruning"), so the model being trained, the student, is
                      the slow model without it; slow := a frozen copy of that student.
   expansion          one locked low-rank expert of the receiving CMS level is unlocked
@@ -39,6 +40,7 @@ import torch
 from somna.learners.base import Metrics, SleepConfig, SleepContext
 from somna.learners.stages import SleepStage
 from somna.learners.text.encoding import texts_from_bytes, texts_to_bytes
+from somna.learners.text.experts import cms_blocks
 from somna.learners.text.fast_memory import FastMemory, FastMemoryChoice, build_fast_memory
 from somna.learners.text.learner import TextLearner, TextLearnerConfig, TextSleepContext
 from somna.platform.registry import register_learner, register_sleep_stage
@@ -50,6 +52,7 @@ class TextSleepConfig(TextLearnerConfig):
     sleep: SleepConfig = field(default_factory=lambda: SleepConfig(stages=["expansion", "knowledge-seeding"]))
     receiver: int = -1  # slow CMS level (1..L-1) that receives each sleep's new expert; -1 cycles through 1..L-1
     fast_memory: FastMemoryChoice = FastMemoryChoice.context  # what wake writes: context (the passages, kept in context), cms (CMS level 0's MLP) or kernel (the state of a kernel-mixer base)
+    teacher_experts: bool = True  # the sleep's teacher keeps the consolidated experts; false: they are masked in the teacher, which reads its fast memory with the base's own skill
 
 
 def receiver_level(receiver: int, levels: int, sleep: int) -> int:
@@ -98,9 +101,14 @@ class TextSleepLearner(TextLearner):
         return self.fast_memory.write(self, self.training_texts(experience), experience.index)
 
     def begin_sleep(self, context: SleepContext) -> TextSleepContext:
-        """Teacher = the model with its fast memory; then reset the store: the student starts as the slow model."""
+        """Teacher = the model with its fast memory (with `teacher_experts` false, its experts masked: earlier sleeps'
+        experts also act on reading and lower what the teacher gets right); then reset the store: the student starts
+        as the slow model."""
         context = super().begin_sleep(context)
         context.teacher = self.frozen_copy()
+        if not self.config.teacher_experts:
+            for block in cms_blocks(context.teacher):
+                block.mask_experts()
         self.fast_memory.reset(self)
         context.slow = self.frozen_copy()
         return context
