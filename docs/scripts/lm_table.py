@@ -25,6 +25,8 @@ Fact-stream rows:
                           "2× teacher questions" also has the teacher write 16 questions per passage instead of 8;
                           "cues in rows of their own" sets cue_rows = 4: every step's protection batch holds 4 rows
                           of the cues beside its 4 rows of generations, instead of drawing the cues among them
+                          "teacher without experts" sets learner.teacher_experts = false: each sleep's teacher reads
+                          its fast memory with the earlier sleeps' experts masked (the base's own reading)
   in-context              ceiling: the passage is in the prompt at test time
   DeltaNet base: ...      the `world-deltanet` base (DeltaNet mixers, otherwise `world`'s recipe): base,
                           sleep with the passages in context, sleep with the mixers' carried state as the
@@ -70,6 +72,7 @@ HALF_SEEDING_LR = "learner.sleep.options.knowledge-seeding.lr=0.01"  # 0.02 as s
 QUESTIONS = "learner.sleep.options.knowledge-seeding.questions_per_passage"  # 8 as shipped
 ROUTER_LOSS = "learner.sleep.options.knowledge-seeding.route_weight=1.0"  # off as shipped; 1.0 chosen before any run, not tuned
 CUE_ROWS = "learner.sleep.options.knowledge-seeding.cue_rows=4"  # off as shipped; 4 (= batch_size) chosen before any run, not tuned
+TEACHER_WITHOUT_EXPERTS = "learner.teacher_experts=false"  # the sleep's teacher keeps its experts as shipped
 ROUTE_ON_QUESTIONS = "learner.sleep.options.knowledge-seeding.route_on=questions"  # "all" as shipped
 CMS_MEMORY = ["learner.fast_memory=cms", "learner.lr=0.01"]  # wake fine-tunes CMS level 0's MLP
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
@@ -95,6 +98,7 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16"]),  # do all of its questions as cues keep the earlier experiences once each sleep fits them? (an experiment)
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024"]),  # with the earlier people all asked, does asking more of the world keep the skills? (an experiment; 1024 x 1200 steps trains each prompt as often as 256 x 300)
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024", CUE_ROWS]),  # does the 4× row keep its skills and get the cues' BWT back when the generations no longer dilute the cues? (an experiment)
+    "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own, teacher without experts": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024", CUE_ROWS, TEACHER_WITHOUT_EXPERTS]),  # does a teacher that reads with the base's own skill teach the newest experience closer to the ceiling? (an experiment)
     "in-context (ceiling)": ("in-context", []),
     **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
         "base": ("base", []),
@@ -123,6 +127,7 @@ FACT_PAIRS = [
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts"),
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
+    ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own, teacher without experts", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own"),
 ]
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 
