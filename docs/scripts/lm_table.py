@@ -2,7 +2,9 @@
 
 Every row is a config switch on the shipped presets (on the pretrained `world` base), run
 through the platform runner (`somna.platform.runner.run`, inline executor, one torch thread)
-into runs/lm-table/; the accuracy matrices, summaries and sleep events are read back and summarised.
+into runs/lm-table/; the accuracy matrices, summaries and sleep events are read back and summarised, and
+each run's outcome is appended to the committed ledger docs/lm_runs.jsonl, which later invocations read
+first (a fresh checkout has no runs/: its new rows still pair by seed with the ledger's).
 Fact-stream rows:
   base                    the pretrained base, never trained (what it knows of people it never read about)
   finetune, replay        baselines (replay stores raw past documents)
@@ -27,6 +29,7 @@ Fact-stream rows:
                           of the cues beside its 4 rows of generations, instead of drawing the cues among them
                           "teacher without experts" sets learner.teacher_experts = false: each sleep's teacher reads
                           its fast memory with the earlier sleeps' experts masked (the base's own reading)
+                          "16× protection prompts" draws 4096 protection prompts instead of 1024 (on that row)
   in-context              ceiling: the passage is in the prompt at test time
   DeltaNet base: ...      the `world-deltanet` base (DeltaNet mixers, otherwise `world`'s recipe): base,
                           sleep with the passages in context, sleep with the mixers' carried state as the
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -99,6 +103,7 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024"]),  # with the earlier people all asked, does asking more of the world keep the skills? (an experiment; 1024 x 1200 steps trains each prompt as often as 256 x 300)
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024", CUE_ROWS]),  # does the 4× row keep its skills and get the cues' BWT back when the generations no longer dilute the cues? (an experiment)
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own, teacher without experts": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024", CUE_ROWS, TEACHER_WITHOUT_EXPERTS]),  # does a teacher that reads with the base's own skill teach the newest experience closer to the ceiling? (an experiment)
+    "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 16× protection prompts, cues in rows of their own, teacher without experts": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=4096", CUE_ROWS, TEACHER_WITHOUT_EXPERTS]),  # does protection that asks 4× more of the world keep more of the base's world facts? (an experiment; 4096 fixed before any run)
     "in-context (ceiling)": ("in-context", []),
     **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
         "base": ("base", []),
@@ -128,6 +133,7 @@ FACT_PAIRS = [
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts"),
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own, teacher without experts", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own"),
+    ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 16× protection prompts, cues in rows of their own, teacher without experts", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own, teacher without experts"),
 ]
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 
@@ -155,19 +161,65 @@ class Outcome:
     summary: dict[str, Any]
     seconds: float
     sleep_logs: dict[str, float]  # each knowledge-seeding metric (key without its stage prefix), mean over the run's sleeps
+    key: str  # run_key of its config and machine: its line in the ledger
 
     @property
     def teacher(self) -> float:
         """The sleep teacher's dev exact match with its fast memory (nan: the run has no such sleep)."""
         return self.sleep_logs.get("teacher_dev_em", float("nan"))
 
+    def record(self) -> dict[str, Any]:
+        return {"b": self.b.tolist(), "R": self.R.tolist(), "summary": self.summary, "seconds": self.seconds, "sleep_logs": self.sleep_logs}
+
+    @classmethod
+    def from_record(cls, key: str, record: dict[str, Any]) -> Outcome:
+        return cls(np.array(record["b"]), np.array(record["R"]), record["summary"], record["seconds"], record["sleep_logs"], key)
+
+
+# Every finished run's outcome, one JSON line each, committed beside the tables: a later checkout (without
+# runs/) pairs new rows with these by seed instead of rerunning them. Keyed by what decides a run's floats.
+LEDGER = Path(__file__).resolve().parents[1] / "lm_runs.jsonl"
+RUN_KEYS = ("seed", "scenario", "curriculum", "learner")  # the config sections a run's floats depend on
+
+
+def run_key(cfg: Any) -> str:
+    """A digest of the run's config sections (RUN_KEYS), torch's version and its CPU kernel set: floats from the
+    same seed differ between kernel sets, and the `world` base is pretrained on the machine that uses it."""
+    from omegaconf import OmegaConf
+
+    sections = {key: OmegaConf.select(cfg, key) for key in RUN_KEYS}
+    decided = {key: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for key, v in sections.items()}
+    decided |= {"torch": torch.__version__, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_ledger(path: Path = LEDGER) -> dict[str, dict[str, Any]]:
+    """The ledger's outcomes by run key (empty when there is none yet)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {entry["key"]: entry for entry in map(json.loads, filter(str.strip, lines))}
+
+
+def add_to_ledger(outcomes: dict[tuple[str, str, int], Outcome], path: Path = LEDGER) -> None:
+    """Append the outcomes the ledger lacks, each with its table, row and seed for a reader."""
+    known = set(read_ledger(path))
+    with path.open("a") as handle:
+        for (table, label, seed), outcome in outcomes.items():
+            if outcome.key not in known:
+                known.add(outcome.key)
+                handle.write(json.dumps({"key": outcome.key, "table": table, "row": label, "seed": seed, **outcome.record()}) + "\n")
+
 
 def run_one(job: tuple[str, str, list[str], int, str]) -> Outcome:
+    """One row's run for one seed: from the ledger, else read back from its run directory, else run there."""
     from somna.platform.config import load_config
     from somna.platform.runner import run
 
     preset, learner, overrides, seed, run_dir = job
     cfg = load_config(preset, [f"learner={learner}", "executor=inline", "logging.progress=false", f"resources.threads={THREADS}", f"seed={seed}", *overrides])
+    key = run_key(cfg)
+    recorded = read_ledger().get(key)
+    if recorded is not None:
+        return Outcome.from_record(key, recorded)
     directory = Path(run_dir)
     if not same_run_finished(directory, cfg):  # a finished run of the same experiment is read back, not redone
         start = time.perf_counter()
@@ -178,7 +230,7 @@ def run_one(job: tuple[str, str, list[str], int, str]) -> Outcome:
     b = np.array([float(v) for v in rows[0][1:]])
     R = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
     summary = json.loads((directory / "summary.json").read_text())
-    return Outcome(b, R, summary, float((directory / "run_seconds.txt").read_text()), seeding_logs(directory))
+    return Outcome(b, R, summary, float((directory / "run_seconds.txt").read_text()), seeding_logs(directory), key)
 
 
 def seeding_logs(directory: Path, stage: str = "knowledge-seeding") -> dict[str, float]:
@@ -346,6 +398,7 @@ def main() -> None:
                 jobs[(table, label, seed)] = (preset, learner, overrides, seed, f"{args.runs}/{table}/{label.replace(' ', '_')}/seed{seed}")
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         outcomes = dict(zip(jobs, pool.map(run_one, jobs.values())))
+    add_to_ledger(outcomes)
     seeds = ", ".join(str(s) for s in args.seeds)
     total = sum(outcome.seconds for outcome in outcomes.values())
     for table, rows in rows_of.items():
