@@ -29,7 +29,6 @@ Fact-stream rows:
                           of the cues beside its 4 rows of generations, instead of drawing the cues among them
                           "teacher without experts" sets learner.teacher_experts = false: each sleep's teacher reads
                           its fast memory with the earlier sleeps' experts masked (the base's own reading)
-                          "16× protection prompts" draws 4096 protection prompts instead of 1024 (on that row)
   in-context              ceiling: the passage is in the prompt at test time
   DeltaNet base: ...      the `world-deltanet` base (DeltaNet mixers, otherwise `world`'s recipe): base,
                           sleep with the passages in context, sleep with the mixers' carried state as the
@@ -103,7 +102,6 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024"]),  # with the earlier people all asked, does asking more of the world keep the skills? (an experiment; 1024 x 1200 steps trains each prompt as often as 256 x 300)
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024", CUE_ROWS]),  # does the 4× row keep its skills and get the cues' BWT back when the generations no longer dilute the cues? (an experiment)
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own, teacher without experts": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024", CUE_ROWS, TEACHER_WITHOUT_EXPERTS]),  # does a teacher that reads with the base's own skill teach the newest experience closer to the ceiling? (an experiment)
-    "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 16× protection prompts, cues in rows of their own, teacher without experts": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=4096", CUE_ROWS, TEACHER_WITHOUT_EXPERTS]),  # does protection that asks 4× more of the world keep more of the base's world facts? (an experiment; 4096 fixed before any run)
     "in-context (ceiling)": ("in-context", []),
     **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
         "base": ("base", []),
@@ -133,7 +131,6 @@ FACT_PAIRS = [
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts"),
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own, teacher without experts", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own"),
-    ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 16× protection prompts, cues in rows of their own, teacher without experts", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own, teacher without experts"),
 ]
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 
