@@ -8,6 +8,13 @@ of somna.curricula.text):
   passage          "Bakuto lives in Tomelin. the favorite food of Bakuto is rice."
   reading item     prompt "{passage} Q: {question} A:", answer: the fact's value, read from the passage
   closed-book QA   prompt "Q: {question} A:", answer: the fact, recalled from the weights
+  recall item      a passage about a fresh person as a document of its own, and its question
+                   ("Q: {question} A:", answer) asked in a later document of the same sequence
+
+A pretraining sequence is a *chain* of `chain` documents (one by default), each "<s>...</s>" as if
+read alone: with more, a memory-kernel base learns to carry its state across document
+boundaries, and recall items make it answer from that state, which is what the text sleep
+learner's `kernel` fast memory asks of it (learners/text/fast_memory.py).
 
 Half of the world's people (`qa_fraction`) are also asked about closed-book in pretraining; the
 others are only told about in passages. Asking about the second half measures what the first
@@ -169,6 +176,9 @@ def pick_facts(rng: np.random.Generator, low: int, high: int) -> list[str]:
     return [str(a) for a in rng.choice(list(ATTRIBUTES), size=count, replace=False)]
 
 
+Chain = list[tuple[str, str]]  # (prompt, completion) documents read one after another in one sequence
+
+
 def probe(prompt: str, answer: str, context: str = "") -> dict[str, str]:
     """A row in the text curricula's columns: `text` is the whole line a model would read."""
     return {"text": f"{prompt} {answer}", "prompt": prompt, "answer": answer, "context": context}
@@ -185,16 +195,21 @@ class WorldConfig:
     max_facts: int = 4  # and at most
     reading: float = 0.5  # pretraining mixture: reading items about fresh people ...
     passages: float = 0.25  # ... passages about the world's people ...
-    closed_book: float = 0.25  # ... and closed-book questions about them
+    closed_book: float = 0.25  # ... and closed-book questions about them ...
+    recall: float = 0.0  # ... and recall items: a passage about a fresh person, its question at the chain's end
     qa_fraction: float = 0.5  # the share of the world's people closed-book questions are asked about (the rest: passages only)
+    chain: int = 1  # mixture items per pretraining sequence, each a document of its own (recall questions follow them)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_facts <= self.max_facts <= len(ATTRIBUTES):
             raise ValueError(f"world: need 1 <= min_facts <= max_facts <= {len(ATTRIBUTES)}, got {self.min_facts}, {self.max_facts}")
         if min(self.num_entities, self.num_towns) < 2:
             raise ValueError("world: num_entities and num_towns must be >= 2")
-        if min(self.reading, self.passages, self.closed_book) < 0 or self.reading + self.passages + self.closed_book <= 0:
-            raise ValueError("world: the mixture weights reading, passages, closed_book must be >= 0 and not all 0")
+        weights = (self.reading, self.passages, self.closed_book, self.recall)
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError("world: the mixture weights reading, passages, closed_book, recall must be >= 0 and not all 0")
+        if self.chain < 1:
+            raise ValueError(f"world: chain must be >= 1, got {self.chain}")
         if not 0 < self.qa_fraction <= 1:
             raise ValueError(f"world: qa_fraction must be in (0, 1], got {self.qa_fraction}")
 
@@ -202,7 +217,7 @@ class WorldConfig:
 class World:
     """The world's people (fixed by the seed) and the documents pretraining and its evaluation read."""
 
-    KINDS = ("reading", "passages", "closed_book")
+    KINDS = ("reading", "passages", "closed_book", "recall")
 
     def __init__(self, config: WorldConfig):
         self.config = config
@@ -213,7 +228,7 @@ class World:
         self.entities = [profile(rng, name, False, self.taken, self.towns, people) for name in people]  # friends: other people of the world
         self.asked = self.entities[: max(1, round(config.qa_fraction * len(self.entities)))]  # closed-book QA in pretraining
         self.told = self.entities[len(self.asked) :]  # passages only
-        weights = np.array([config.reading, config.passages, config.closed_book], dtype=float)
+        weights = np.array([config.reading, config.passages, config.closed_book, config.recall], dtype=float)
         self.mixture = weights / weights.sum()
 
     def fresh_entity(self, rng: np.random.Generator, unseen: bool) -> Entity:
@@ -239,30 +254,46 @@ class World:
         entity = self.entities[int(rng.integers(len(self.entities)))]
         return passage(rng, entity, pick_facts(rng, self.config.min_facts, self.config.max_facts))
 
-    def pretraining_pairs(self, rng: np.random.Generator, count: int) -> list[tuple[str, str]]:
-        """`count` fresh (prompt, completion) pairs in the configured mixture, for a loop that scores completions:
+    def pretraining_chains(self, rng: np.random.Generator, count: int) -> list[Chain]:
+        """`count` fresh pretraining sequences, each `chain` items of the configured mixture as (prompt, completion)
+        documents, read in order (for a loop that scores completions):
           passage          ("", passage): every token
           reading item     (passage, "Q: question A: answer"): the question too, which names the person
                            the passage told about (practice at copying a name from the context, what the
                            hardest answers need), and the answer, not the passage
           closed-book QA   ("Q: question A:", answer): the answer only
-        Reading items never use unseen names."""
-        kinds = rng.choice(len(self.KINDS), size=count, p=self.mixture)
-        pairs = []
-        for kind in kinds:
-            if self.KINDS[kind] == "passages":
-                pairs.append(("", self.world_passage(rng)))
-            elif self.KINDS[kind] == "reading":
-                row = self.reading_item(rng, unseen=False)
-                pairs.append((row["context"], row["text"][len(row["context"]) + 1 :]))
-            else:
-                row = self.closed_book_item(rng)
-                pairs.append((row["prompt"], row["answer"]))
-        return pairs
+          recall item      ("", passage) in its place, and ("Q: question A:", answer) after the chain's
+                           items, the recall questions in random order: answered from what was read before
+        Reading and recall items never use unseen names."""
+        kinds = rng.choice(len(self.KINDS), size=count * self.config.chain, p=self.mixture)
+        items = [self.pretraining_item(rng, self.KINDS[kind]) for kind in kinds]
+        chains = []
+        for start in range(0, len(items), self.config.chain):
+            documents, questions = [], []
+            for item in items[start : start + self.config.chain]:
+                documents.append(item[0])
+                questions.extend(item[1:])
+            order = rng.permutation(len(questions)) if len(questions) > 1 else range(len(questions))
+            chains.append(documents + [questions[i] for i in order])
+        return chains
+
+    def pretraining_item(self, rng: np.random.Generator, kind: str) -> Chain:
+        """One item of the mixture: its documents (two for a recall item: the passage, then its question)."""
+        if kind == "passages":
+            return [("", self.world_passage(rng))]
+        if kind == "closed_book":
+            row = self.closed_book_item(rng)
+            return [(row["prompt"], row["answer"])]
+        row = self.reading_item(rng, unseen=False)
+        asked = row["prompt"][len(row["context"]) + 1 :]  # "Q: ... A:" after the passage
+        if kind == "reading":
+            return [(row["context"], f"{asked} {row['answer']}")]
+        return [("", row["context"]), (asked, row["answer"])]
 
     def pretraining_documents(self, rng: np.random.Generator, count: int) -> list[str]:
-        """The pairs of `pretraining_pairs` as whole texts (what a tokenizer learns its merges from)."""
-        return [f"{prompt} {completion}" if prompt else completion for prompt, completion in self.pretraining_pairs(rng, count)]
+        """`count` documents of fresh pretraining sequences as whole texts (what a tokenizer learns its merges from)."""
+        chains = self.pretraining_chains(rng, -(-count // self.config.chain))
+        return [f"{prompt} {completion}" if prompt else completion for chain in chains for prompt, completion in chain][:count]
 
     def skill_probes(self, rng: np.random.Generator, count: int) -> dict[str, list[dict[str, str]]]:
         """Held-out evaluation items of the base's skills, `count` each:

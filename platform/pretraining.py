@@ -137,7 +137,7 @@ def pretrain_into(cfg: DictConfig, directory: Path, progress: bool = True) -> di
         torch.manual_seed(spec.seed)
         ids = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "bos", "eos")}
         model = SleepLM(SleepLMConfig(vocab_size=len(tokenizer), **ids, **asdict(spec.model)))
-        result = pretrain(model, tokenizer, world.pretraining_pairs, spec.train, spec.seed, progress)
+        result = pretrain(model, tokenizer, world.pretraining_chains, spec.train, spec.seed, progress)
         probes = world.skill_probes(np.random.default_rng((spec.seed, SKILL_PROBES_SALT)), spec.eval.probes)
         scores = {
             name: score_model(model, tokenizer, rows, batch_size=spec.eval.batch_size, max_new_tokens=spec.eval.max_new_tokens, max_length=spec.train.max_length)["exact_match"]

@@ -55,7 +55,8 @@ def test_somna_pretrain_writes_a_sealed_base_and_never_overwrites(tmp_path, caps
 @pytest.mark.parametrize(
     "source, overrides, message",
     [
-        ("wrld", [], "unknown pretrain preset 'wrld'; presets: world, world-deltanet, world-micro"),
+        ("wrld", [], "unknown pretrain preset 'wrld'; presets: world, world-deltanet, world-deltanet-multidoc, world-micro"),
+        ("world-micro", ["world.chain=0"], "chain must be >= 1"),
         ("world-micro", ["train.stepz=3"], "unknown key 'train.stepz'"),
         ("world-micro", ["world.min_facts=5", "world.max_facts=2"], "min_facts <= max_facts"),
         ("world-micro", ["model.dim=abc"], "bad value for 'model.dim'"),

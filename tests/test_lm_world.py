@@ -47,3 +47,28 @@ def test_test_and_dev_question_paraphrases_are_disjoint():
     for spec in ATTRIBUTES.values():
         asked = [spec.questions[i] for i in QUESTION_SPLITS["all"]]
         assert len(set(asked)) == len(asked)
+
+
+def test_a_chain_holds_its_items_as_documents_and_asks_each_recall_passage_after_them():
+    world = World(WorldConfig(num_entities=30, reading=1, passages=1, closed_book=1, recall=1, chain=6))
+    chains = world.pretraining_chains(np.random.default_rng(4), 50)
+    assert len(chains) == 50
+    recalled = 0
+    for chain in chains:
+        questions = [i for i, (prompt, _) in enumerate(chain) if prompt.startswith("Q: ") and i >= 6]
+        assert len(chain) == 6 + len(questions)  # the items, then one question per recall passage
+        told = {name for prompt, text in chain[:6] if not prompt for name in NAME.findall(text)}
+        for i in questions:
+            prompt, answer = chain[i]
+            person = NAME.findall(prompt.removeprefix("Q: "))[0]
+            assert person in told and any(person in text and answer in text for p, text in chain[:6] if not p)
+            recalled += 1
+        assert not any(is_unseen(name) for prompt, text in chain for name in NAME.findall(f"{prompt} {text}"))
+    assert recalled > 20  # a quarter of 300 items are recall items
+
+
+def test_one_item_chains_without_recall_are_the_old_pairs_and_documents_count_texts():
+    world = World(WorldConfig(num_entities=30))
+    assert all(len(chain) == 1 for chain in world.pretraining_chains(np.random.default_rng(0), 40))
+    chained = World(WorldConfig(num_entities=30, recall=0.5, chain=8))
+    assert len(chained.pretraining_documents(np.random.default_rng(0), 37)) == 37

@@ -1,7 +1,7 @@
 """How text becomes model inputs and scores, for every text learner, sleep stage and `somna pretrain`.
 
 Every sequence a model trains on or is scored on is "<s>prompt completion</s>", or "<s>text</s>"
-for a document (no prompt). It is assembled from separately tokenized parts ([<s>] + prompt +
+for a document (no prompt); a pretraining sequence may chain several such documents (`encode_chains`). It is assembled from separately tokenized parts ([<s>] + prompt +
 " completion" + [</s>]), so the tokens that are scored (the completion and </s>) are known
 exactly for any tokenizer; a byte-level BPE splits words at spaces, so the parts tokenize as the
 joined text does. Training batches are right-padded; generation prompts are left-padded with
@@ -28,21 +28,33 @@ IGNORE = -100
 def encode_pairs(tokenizer: Any, prompts: list[str], completions: list[str], max_length: int) -> dict[str, torch.Tensor]:
     """"<s>prompt completion</s>" ("<s>completion</s>" for an empty prompt), right-padded, truncated from the
     left to `max_length`; labels are the completion's tokens and </s> (every token of a document), -100 elsewhere."""
-    heads = tokenizer([p for p in prompts], add_special_tokens=False)["input_ids"]
-    tails = tokenizer([f" {c}" if p else c for p, c in zip(prompts, completions)], add_special_tokens=False)["input_ids"]
+    return encode_chains(tokenizer, [[pair] for pair in zip(prompts, completions)], max_length)
+
+
+def encode_chains(tokenizer: Any, chains: list[list[tuple[str, str]]], max_length: int) -> dict[str, torch.Tensor]:
+    """One sequence per chain: its (prompt, completion) documents one after another, each encoded and labelled
+    as `encode_pairs` does it alone ("<s>prompt completion</s>"), so a recurrent mixer reads them as it would
+    with its state carried from one document to the next; right-padded, truncated from the left to `max_length`."""
+    pairs = [pair for chain in chains for pair in chain]
+    heads = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
+    tails = tokenizer([f" {c}" if p else c for p, c in pairs], add_special_tokens=False)["input_ids"]
+    documents = iter(zip(pairs, heads, tails))
     sequences, targets = [], []
-    for prompt, head, tail in zip(prompts, heads, tails):
-        ids = [tokenizer.bos_token_id, *head, *tail, tokenizer.eos_token_id]
-        scored = len(tail) + 1 if prompt else len(ids) - 1
+    for chain in chains:
+        ids, labels = [], []
+        for (prompt, _), head, tail in (next(documents) for _ in chain):
+            document = [tokenizer.bos_token_id, *head, *tail, tokenizer.eos_token_id]
+            scored = len(tail) + 1 if prompt else len(document) - 1
+            ids += document
+            labels += [IGNORE] * (len(document) - scored) + document[len(document) - scored :]
         sequences.append(ids[-max_length:])
-        targets.append(([IGNORE] * (len(ids) - scored) + ids[len(ids) - scored :])[-max_length:])
+        targets.append(labels[-max_length:])
     width = max(len(ids) for ids in sequences)
-    batch = {
+    return {
         "input_ids": torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in sequences]),
         "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in sequences]),
         "labels": torch.tensor([labels + [IGNORE] * (width - len(labels)) for labels in targets]),
     }
-    return batch
 
 
 def encode_documents(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:

@@ -1,8 +1,8 @@
 """Pretraining a causal LM on a stream of fresh documents, with accelerate: the loop behind `somna pretrain`.
 
-Every step draws a new global batch of (prompt, completion) pairs from a seeded generator
-("<s>prompt completion</s>", the completion and </s> scored; an empty prompt makes a plain
-document, every token scored: learners/text/encoding.py) and takes one AdamW step (linear warm-up, cosine decay, gradient clipping). Under
+Every step draws a new global batch of sequences from a seeded generator, each a chain of one or more
+(prompt, completion) documents ("<s>prompt completion</s>" one after another, the completions and </s>
+scored; an empty prompt makes a plain document, every token scored: learners/text/encoding.py) and takes one AdamW step (linear warm-up, cosine decay, gradient clipping). Under
 `accelerate launch` each process draws the same global batch and trains on its own contiguous
 slice of it, so one process, several processes and a GPU run the same loop unchanged; the losses
 are averaged over processes. A progress bar shows the loss (main process only).
@@ -20,9 +20,9 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from somna.learners.text.encoding import encode_pairs
+from somna.learners.text.encoding import encode_chains
 
-Pairs = Callable[[np.random.Generator, int], list[tuple[str, str]]]  # (rng, how many) -> fresh (prompt, completion) pairs
+Chains = Callable[[np.random.Generator, int], list[list[tuple[str, str]]]]  # (rng, how many) -> fresh sequences of (prompt, completion) documents
 
 
 @dataclass
@@ -30,12 +30,12 @@ class PretrainOptions:
     """`somna pretrain`'s `train` keys."""
 
     steps: int = 2000  # optimizer steps, each on a fresh batch
-    batch_size: int = 64  # documents per step (over all processes)
+    batch_size: int = 64  # sequences per step (over all processes)
     lr: float = 2e-3  # peak AdamW learning rate
     warmup: int = 100  # steps of linear warm-up, then cosine decay to 10% of lr
     weight_decay: float = 0.01
     clip: float = 1.0  # gradient-norm clipping
-    max_length: int = 128  # tokens per document at most (truncated from the left)
+    max_length: int = 128  # tokens per sequence at most (truncated from the left)
 
     def __post_init__(self) -> None:
         if min(self.steps, self.batch_size, self.max_length) < 1 or self.lr <= 0 or self.warmup < 0:
@@ -50,8 +50,8 @@ class PretrainResult:
     cpu_seconds: float = 0.0  # CPU time of this process in the loop (on a shared machine, what the work cost)
 
 
-def pretrain(model: torch.nn.Module, tokenizer: object, pairs: Pairs, options: PretrainOptions, seed: int, progress: bool = True) -> PretrainResult:
-    """Train `model` in place on `options.steps` fresh batches from `pairs`; returns the loss curve."""
+def pretrain(model: torch.nn.Module, tokenizer: object, chains: Chains, options: PretrainOptions, seed: int, progress: bool = True) -> PretrainResult:
+    """Train `model` in place on `options.steps` fresh batches from `chains`; returns the loss curve."""
     threads = torch.get_num_threads()
     accelerator = Accelerator()
     torch.set_num_threads(threads)  # accelerate may reset it; the caller's thread count rules
@@ -64,8 +64,7 @@ def pretrain(model: torch.nn.Module, tokenizer: object, pairs: Pairs, options: P
     bar = tqdm(range(options.steps), desc="pretraining", disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     trained.train()
     for step in bar:
-        prompts, completions = zip(*pairs(rng, options.batch_size))
-        batch = encode_pairs(tokenizer, list(prompts), list(completions), options.max_length)
+        batch = encode_chains(tokenizer, chains(rng, options.batch_size), options.max_length)
         result.tokens += int(batch["attention_mask"].sum())
         mine = {key: value.tensor_split(accelerator.num_processes)[accelerator.process_index].to(accelerator.device) for key, value in batch.items()}
         loss = trained(**mine).loss
