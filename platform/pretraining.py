@@ -211,16 +211,16 @@ def cached_base(cfg: DictConfig, progress: bool = True) -> Path:
 
 
 def resolve_base(learner: DictConfig) -> DictConfig:
-    """`learner` with `model.base` naming a directory: a pretrain preset is pretrained once and cached,
-    a relative path is made absolute (Ray workers may start elsewhere); hub names pass through."""
+    """`learner` with `model.base` naming a directory: a pretrain preset or a pretrain YAML file is pretrained once
+    and cached, a relative path is made absolute (Ray workers may start elsewhere); hub names pass through."""
     base = OmegaConf.select(learner, "model.base", default=None)
     if not isinstance(base, str):
         return learner
     path = Path(base).expanduser()
-    if path.exists():
-        resolved = str(path.resolve())
-    elif base in preset_names():
+    if base in preset_names() or (path.suffix in (".yaml", ".yml") and path.is_file()):
         resolved = str(cached_base(load_pretrain_config(base)))
+    elif path.exists():
+        resolved = str(path.resolve())
     else:
         return learner
     learner = learner.copy()

@@ -189,7 +189,7 @@ CASES = [
     Case("config", "config-command", ("config", "split-digits", "lerner=x"), "unknown key 'lerner'"),
     Case("config", "sweep-axis", ("sweep", "split-digits", "learner=nope,replay", "--out", OUT), "unknown learner 'nope'"),
     Case("config", "sweep-argument", ("sweep", "split-digits", "novalue", "--out", OUT), "expected key=value or key=a,b,c"),
-    Case("config", "pretrain-unknown-preset", ("pretrain", "wrld"), "unknown pretrain preset 'wrld'; presets: world, world-deltanet, world-deltanet-multidoc, world-micro"),
+    Case("config", "pretrain-unknown-preset", ("pretrain", "wrld"), "unknown pretrain preset 'wrld'; presets: world, world-deltanet, world-micro"),
     Case("config", "pretrain-unknown-key", ("pretrain", "world-micro", "train.stepz=3", "--out", OUT), "unknown key 'train.stepz'"),
     Case("config", "pretrain-out-not-empty", ("pretrain", "world-micro", "--out", "notes"), "--out notes already exists and is not empty"),
     Case("config", "fast-memory-unknown", ("run", "fact-stream-micro", "learner.fast_memory=weights"), "bad value for 'learner.fast_memory': Invalid value 'weights', expected one of [cms, context, kernel]"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,20 @@ def test_the_cache_is_reused_and_a_damaged_entry_is_rebuilt(tmp_path, monkeypatc
     assert pretraining.cache_entry(other) != entry  # the key is the resolved config
 
 
+
+def test_a_pretrain_yaml_named_as_a_learners_base_is_pretrained_once_into_the_cache(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("SOMNA_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = tmp_path / "my-base.yaml"
+    recipe.write_text((pretraining.PRESETS_DIR / "world-micro.yaml").read_text())
+    learner = OmegaConf.create({"model": {"base": str(recipe)}})
+    monkeypatch.setattr(pretraining, "pretrain_into", lambda cfg, folder, progress: (folder / "weights").write_text(cfg.name))
+    resolved = pretraining.resolve_base(learner).model.base
+    assert resolved == str(pretraining.cache_entry(pretraining.load_pretrain_config(str(recipe))))
+    assert (Path(resolved) / "weights").read_text() == "my-base" and learner.model.base == str(recipe)
+
+
 def test_somna_pretrain_writes_a_sealed_base_and_never_overwrites(tmp_path, capsys):
     out = tmp_path / "base"
     assert main(["pretrain", "world-micro", *QUICK, "--out", str(out)]) == 0
@@ -55,7 +70,7 @@ def test_somna_pretrain_writes_a_sealed_base_and_never_overwrites(tmp_path, caps
 @pytest.mark.parametrize(
     "source, overrides, message",
     [
-        ("wrld", [], "unknown pretrain preset 'wrld'; presets: world, world-deltanet, world-deltanet-multidoc, world-micro"),
+        ("wrld", [], "unknown pretrain preset 'wrld'; presets: world, world-deltanet, world-micro"),
         ("world-micro", ["world.chain=0"], "chain must be >= 1"),
         ("world-micro", ["train.stepz=3"], "unknown key 'train.stepz'"),
         ("world-micro", ["world.min_facts=5", "world.max_facts=2"], "min_facts <= max_facts"),

@@ -1,4 +1,4 @@
-"""How far the `kernel` fast memory carries a passage: the `world-deltanet` teacher's exact match on dev questions
+"""How far the `kernel` fast memory carries a passage: a DeltaNet base's teacher's exact match on dev questions
 by what its carried DeltaNet state holds.
 
 The sleep's teacher with `learner.fast_memory=kernel` answers from the state wake left after reading all
@@ -7,9 +7,11 @@ passage across a document boundary at all (the asked passage alone in the state,
 may overwrite it (the asked passage, then k other passages of the same experience). Reference rows: no
 memory (closed book), the passage in context (the `context` fast memory's teacher), and the state exactly as
 wake writes it. Dev questions of the shipped `fact-stream` preset only, never a test probe; every
-experience of each seed.
+experience of each seed. `--base` names the base (a pretrain preset or YAML file with kernel mixers: `world-deltanet`, pretrained one
+document per sequence, or docs/pretrain_experiments/world-deltanet-multidoc*.yaml, on chains of documents with recall
+questions).
 
-    .venv/bin/python docs/scripts/kernel_memory_probe.py [--seeds 0 1 2] [--after 0 1 3 7 19] [--out docs/lm_results.md]
+    .venv/bin/python docs/scripts/kernel_memory_probe.py [--base world-deltanet] [--seeds 0 1 2] [--after 0 1 3 7 19] [--block kernel_probe]
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ def holding(learner, passages: list[str], ask: Callable[[], list[float]]) -> lis
         learner.fast_memory.reset(learner)
 
 
-def seed_scores(seed: int, after: list[int]) -> dict[str, float]:
-    """Mean dev exact match per condition over every experience of the stream of `seed`."""
-    cfg = load_config("fact-stream", ["learner=sleep", "learner.model.base=world-deltanet", "learner.fast_memory=kernel", f"seed={seed}"])
+def seed_scores(base: str, seed: int, after: list[int]) -> dict[str, float]:
+    """Mean dev exact match per condition over every experience of the stream of `seed`, on `base`."""
+    cfg = load_config("fact-stream", ["learner=sleep", f"learner.model.base={base}", "learner.fast_memory=kernel", f"seed={seed}"])
     curriculum = build_curriculum(cfg)
     learner = build_learner(cfg, curriculum.info)
     generator = torch.Generator().manual_seed(seed)
@@ -68,17 +70,19 @@ def seed_scores(seed: int, after: list[int]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="world-deltanet")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--after", type=int, nargs="+", default=[0, 1, 3, 7, 19])
     parser.add_argument("--out", type=Path, default=Path("docs/lm_results.md"))
+    parser.add_argument("--block", default="kernel_probe", help="write between lm_table:BLOCK markers")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    per_seed = [seed_scores(seed, args.after) for seed in args.seeds]
+    per_seed = [seed_scores(args.base, seed, args.after) for seed in args.seeds]
     lines = [
         f"Seeds {', '.join(map(str, args.seeds))}; mean ± 95% CI over seeds of the dev exact match (all experiences); "
-        "produced by `docs/scripts/kernel_memory_probe.py`.",
+        f"produced by `docs/scripts/kernel_memory_probe.py{'' if args.base == 'world-deltanet' else ' --base ' + args.base}`.",
         "",
-        "| what the `world-deltanet` teacher holds | dev exact match |",
+        f"| what the `{Path(args.base).stem}` teacher holds | dev exact match |",
         "|---|---:|",
         *(f"| {label} | {mean_ci([scores[label] for scores in per_seed]).format(3)} |" for label in per_seed[0]),
         "",
@@ -86,7 +90,7 @@ def main() -> None:
     ]
     report = "\n".join(lines)
     print(report)
-    write_between_markers(args.out, report, "kernel_probe")
+    write_between_markers(args.out, report, args.block)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
     .venv/bin/python docs/scripts/pretrain_table.py [--presets world-micro world world-deltanet] [--out docs/pretrain_results.md]
 
+A preset may also be a pretrain YAML file (docs/pretrain_experiments/); its row is named by the file's stem.
+
 Each preset is read back from the user cache (pretrained first when it is not there: the same
 entry `somna pretrain PRESET` and `learner.model.base=PRESET` use), and its summary.json becomes a
 row: parameters, training tokens, minutes of the loop (wall clock, and CPU time of its process on
@@ -31,14 +33,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/pretrain_results.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)  # pretraining runs on `threads: 1` (the presets), so that the provenance line names it
-    rows = []
+    rows, names = [], []
     for preset in args.presets:
         cfg = load_pretrain_config(preset)
+        names.append(cfg.name)
         entry = cached_base(cfg)
         summary = json.loads((entry / "summary.json").read_text())
-        shutil.copyfile(entry / "loss.png", args.out.parent / f"pretrain_loss_{preset}.png")
+        shutil.copyfile(entry / "loss.png", args.out.parent / f"pretrain_loss_{cfg.name}.png")
         rows.append(
-            f"| `{preset}` | {summary['params']:,} | {cfg.model.num_layers} × d={cfg.model.dim} {cfg.model.short_term}, BPE {cfg.tokenizer.vocab_size} "
+            f"| `{cfg.name}` | {summary['params']:,} | {cfg.model.num_layers} × d={cfg.model.dim} {cfg.model.short_term}, BPE {cfg.tokenizer.vocab_size} "
             f"| {summary['steps']:,} × {cfg.train.batch_size} | {summary['tokens']:,} | {summary['minutes']:.1f} ({summary['cpu_minutes']:.1f}) "
             f"| {summary['in_context_qa']:.3f} | {summary['closed_book_qa_unseen']:.3f} | {summary['closed_book_qa_world']:.3f} | {summary['closed_book_qa_told']:.3f} |"
         )
@@ -56,7 +59,7 @@ def main() -> None:
         provenance_line(),
         "<!-- pretrain_table:end -->",
         "",
-        *(f"![pretraining loss of {preset}](pretrain_loss_{preset}.png)" for preset in args.presets),
+        *(f"![pretraining loss of {name}](pretrain_loss_{name}.png)" for name in names),
     ])
     print(table)
     args.out.write_text(table + "\n")
