@@ -7,11 +7,11 @@ passage across a document boundary at all (the asked passage alone in the state,
 may overwrite it (the asked passage, then k other passages of the same experience). Reference rows: no
 memory (closed book), the passage in context (the `context` fast memory's teacher), and the state exactly as
 wake writes it. Dev questions of the shipped `fact-stream` preset only, never a test probe; every
-experience of each seed. `--base` names the base (a pretrain preset or YAML file with kernel mixers: `world-deltanet`, pretrained one
-document per sequence, or docs/pretrain_experiments/world-deltanet-multidoc*.yaml, on chains of documents with recall
-questions).
+experience of each seed. `--bases` names the bases, one column each: pretrain presets or YAML files whose
+mixers are memory kernels (`world-deltanet`, pretrained one document per sequence; the chain experiments
+of docs/pretrain_experiments/, pretrained on sequences of several documents with recall questions).
 
-    .venv/bin/python docs/scripts/kernel_memory_probe.py [--base world-deltanet] [--seeds 0 1 2] [--after 0 1 3 7 19] [--block kernel_probe]
+    .venv/bin/python docs/scripts/kernel_memory_probe.py [--bases world-deltanet ...] [--seeds 0 1 2] [--after 0 1 3 7 19] [--block kernel_probe]
 """
 
 from __future__ import annotations
@@ -70,28 +70,28 @@ def seed_scores(base: str, seed: int, after: list[int]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="world-deltanet")
+    parser.add_argument("--bases", nargs="+", default=["world-deltanet"], help="one column each")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--after", type=int, nargs="+", default=[0, 1, 3, 7, 19])
     parser.add_argument("--out", type=Path, default=Path("docs/lm_results.md"))
     parser.add_argument("--block", default="kernel_probe", help="write between lm_table:BLOCK markers")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    per_seed = [seed_scores(args.base, seed, args.after) for seed in args.seeds]
+    per_seed = {base: [seed_scores(base, seed, args.after) for seed in args.seeds] for base in args.bases}
+    labels = list(per_seed[args.bases[0]][0])
     lines = [
         f"Seeds {', '.join(map(str, args.seeds))}; mean ± 95% CI over seeds of the dev exact match (all experiences); "
-        f"produced by `docs/scripts/kernel_memory_probe.py{'' if args.base == 'world-deltanet' else ' --base ' + args.base}`.",
+        f"produced by `docs/scripts/kernel_memory_probe.py --bases {' '.join(args.bases)} --block {args.block}`.",
         "",
-        f"| what the `{Path(args.base).stem}` teacher holds | dev exact match |",
-        "|---|---:|",
-        *(f"| {label} | {mean_ci([scores[label] for scores in per_seed]).format(3)} |" for label in per_seed[0]),
+        f"| what the teacher holds | {' | '.join(f'`{Path(base).stem}`' for base in args.bases)} |",
+        f"|---|{'---:|' * len(args.bases)}",
+        *(f"| {label} | {' | '.join(mean_ci([scores[label] for scores in per_seed[base]]).format(3) for base in args.bases)} |" for label in labels),
         "",
         provenance_line(),
     ]
     report = "\n".join(lines)
     print(report)
     write_between_markers(args.out, report, args.block)
-
 
 if __name__ == "__main__":
     main()
