@@ -273,8 +273,7 @@ class World:
             for item in items[start : start + self.config.chain]:
                 documents.append(item[0])
                 questions.extend(item[1:])
-            order = rng.permutation(len(questions)) if len(questions) > 1 else range(len(questions))
-            chains.append(documents + [questions[i] for i in order])
+            chains.append(documents + [questions[i] for i in rng.permutation(len(questions))])  # no draw for 0 or 1
         return chains
 
     def pretraining_item(self, rng: np.random.Generator, kind: str) -> Chain:

@@ -217,10 +217,11 @@ def resolve_base(learner: DictConfig) -> DictConfig:
     if not isinstance(base, str):
         return learner
     path = Path(base).expanduser()
-    if base in preset_names() or (path.suffix in (".yaml", ".yml") and path.is_file()):
-        resolved = str(cached_base(load_pretrain_config(base)))
-    elif path.exists():
+    recipe = path.is_file() and path.suffix in (".yaml", ".yml")
+    if path.exists() and not recipe:
         resolved = str(path.resolve())
+    elif recipe or base in preset_names():
+        resolved = str(cached_base(load_pretrain_config(base)))
     else:
         return learner
     learner = learner.copy()

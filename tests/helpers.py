@@ -29,17 +29,23 @@ def events_without_timing(run_dir: Path) -> list[dict[str, Any]]:
     return events
 
 
-def save_tiny_llama(directory: Path, layers: int = 3) -> Path:
-    """A tiny Llama-style causal LM built from a transformers config, with a BPE tokenizer (no chat template,
-    as many hub tokenizers), saved with save_pretrained: an offline stand-in for a Hugging Face model."""
+def small_world_tokenizer() -> Any:
+    """A 400-token BPE trained in seconds on 300 documents of a small world."""
     import numpy as np
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from somna.curricula.world import World, WorldConfig
     from somna.learners.text.tokenizer import train_tokenizer
 
-    tokenizer = train_tokenizer(World(WorldConfig(num_entities=20, num_towns=5)).pretraining_documents(np.random.default_rng(0), 300), 400)
+    return train_tokenizer(World(WorldConfig(num_entities=20, num_towns=5)).pretraining_documents(np.random.default_rng(0), 300), 400)
+
+
+def save_tiny_llama(directory: Path, layers: int = 3) -> Path:
+    """A tiny Llama-style causal LM built from a transformers config, with a BPE tokenizer (no chat template,
+    as many hub tokenizers), saved with save_pretrained: an offline stand-in for a Hugging Face model."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = small_world_tokenizer()
     tokenizer.chat_template = None
     torch.manual_seed(0)
     config = LlamaConfig(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from somna.curricula.world import World, WorldConfig
+from helpers import small_world_tokenizer
 from somna.learners.text.encoding import IGNORE, encode_chains, encode_pairs
-from somna.learners.text.tokenizer import train_tokenizer
 
 
 def unpadded(batch: dict[str, torch.Tensor], row: int) -> tuple[list[int], list[int]]:
@@ -16,7 +14,7 @@ def unpadded(batch: dict[str, torch.Tensor], row: int) -> tuple[list[int], list[
 
 
 def test_a_chain_concatenates_its_documents_as_each_is_encoded_alone():
-    tokenizer = train_tokenizer(World(WorldConfig(num_entities=20, num_towns=5)).pretraining_documents(np.random.default_rng(0), 300), 400)
+    tokenizer = small_world_tokenizer()
     chain = [("", "Bakuto lives in Tomelin."), ("Kelo keeps a cat. Q: what pet does Kelo have? A:", "cat"), ("Q: where does Bakuto live? A:", "Tomelin")]
     alone = [unpadded(encode_pairs(tokenizer, [p], [c], 128), 0) for p, c in chain]
     ids, labels = unpadded(encode_chains(tokenizer, [chain, chain[:1]], 128), 0)

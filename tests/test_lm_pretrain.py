@@ -39,7 +39,6 @@ def test_the_cache_is_reused_and_a_damaged_entry_is_rebuilt(tmp_path, monkeypatc
     assert pretraining.cache_entry(other) != entry  # the key is the resolved config
 
 
-
 def test_a_pretrain_yaml_named_as_a_learners_base_is_pretrained_once_into_the_cache(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 

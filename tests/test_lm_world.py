@@ -67,7 +67,7 @@ def test_a_chain_holds_its_items_as_documents_and_asks_each_recall_passage_after
     assert recalled > 20  # a quarter of 300 items are recall items
 
 
-def test_one_item_chains_without_recall_are_the_old_pairs_and_documents_count_texts():
+def test_chains_are_one_document_by_default_and_documents_counts_texts():
     world = World(WorldConfig(num_entities=30))
     assert all(len(chain) == 1 for chain in world.pretraining_chains(np.random.default_rng(0), 40))
     chained = World(WorldConfig(num_entities=30, recall=0.5, chain=8))

@@ -93,5 +93,6 @@ def main() -> None:
     print(report)
     write_between_markers(args.out, report, args.block)
 
+
 if __name__ == "__main__":
     main()
