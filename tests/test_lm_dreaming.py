@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from statistics import fmean
 
 import pytest
 import torch
@@ -111,25 +113,24 @@ def test_dream_logs_every_dream_and_the_m_step_fits_the_rewarded_ones(tmp_path, 
 
 @pytest.mark.learned
 def test_rest_em_raises_the_rewarded_fraction_over_two_rounds():
-    """Same seed, same first round; only the M-step differs. Real LoRA rewards throughout.
+    """Same woken learner, same first round; only the M-step differs. Real LoRA rewards throughout.
 
     Rewards are a function of the dream's text (fixed reference, text-seeded LoRA), so a
-    generator fitted to its rewarded dreams writes more of them. Over seeds 0-5 the
-    round-1 fraction with the M-step was >= the control's on all six seeds and > on four,
-    and above round 0 on five. The bare "Q:" cue leaves the generator room to move (a third
-    of round 0's dreams rewarded); under the default passage prompt most dreams are rewarded
-    already, and on AVX2 the control reached 1.0 too, so there was nothing to raise."""
+    generator fitted to its rewarded dreams writes more of them. One seed rewards only 6 kept
+    dreams a round, and its first round can already be 6 of 6 (seed 0 under AVX2), so the
+    claim is pooled over seeds 0-4. Measured under each CPU kernel set (default, avx2,
+    avx512): round 1 with the M-step 0.90-1.00 against 0.47-0.60 for both round 0 and the control."""
     options = {"prompt": "Q:", "rounds": 2, "max_new_tokens": 24, "lr": 0.01}
-
-    def fractions(m_steps: int) -> tuple[float, float]:
-        learner, curriculum = micro_seal(0)
-        metrics = dreaming.ReSTEMDreaming.with_options(sft_steps_per_round=m_steps, **options)(learner, SleepContext(curriculum[0], 2, seed=0))
-        return metrics["rewarded_fraction/round0"], metrics["rewarded_fraction/round1"]
-
-    first, with_m_step = fractions(30)
-    control_first, control = fractions(0)
-    assert first == control_first
-    assert with_m_step > first and with_m_step > control
+    first, with_m_step, control = [], [], []
+    for seed in range(5):
+        learner, curriculum = micro_seal(seed)
+        twin = copy.deepcopy(learner)
+        for m_steps, model, rounds in ((30, learner, with_m_step), (0, twin, control)):
+            metrics = dreaming.ReSTEMDreaming.with_options(sft_steps_per_round=m_steps, **options)(model, SleepContext(curriculum[0], 2, seed=seed))
+            rounds.append(metrics["rewarded_fraction/round1"])
+            first.append(metrics["rewarded_fraction/round0"])
+    assert first[0::2] == first[1::2]  # the two arms share round 0
+    assert fmean(with_m_step) > fmean(first) + 0.25 and fmean(with_m_step) > fmean(control) + 0.25
 
 
 def test_lora_rewards_are_the_same_as_parallel_ray_tasks(ray_session):
