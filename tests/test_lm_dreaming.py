@@ -13,6 +13,7 @@ import somna.learners.text.dreaming as dreaming
 from somna.learners.base import SleepContext
 from somna.learners.text.encoding import answer_nll, encode_pairs
 from somna.learners.text.model import SleepLM, SleepLMConfig
+from somna.learners.text.rewards import answer_in_passage
 from somna.learners.text.tokenizer import NUM_BYTES, SPECIALS, train_tokenizer
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import load_config
@@ -109,6 +110,18 @@ def test_dream_logs_every_dream_and_the_m_step_fits_the_rewarded_ones(tmp_path, 
     after_nll = answer_nll(learner.model, learner.tokenizer, *rewarded, 128)[0]
     learner.model.load_state_dict(before)
     assert after_nll < answer_nll(learner.model, learner.tokenizer, *rewarded, 128)[0]  # the M-step fitted them
+
+
+def test_require_grounded_rewards_only_dreams_that_answer_from_their_passage(tmp_path, monkeypatch):
+    """Every LoRA trial says "improved"; the verifier then decides, dream by dream."""
+    learner, curriculum = micro_seal(0)
+    monkeypatch.setattr(dreaming, "lora_improvements", lambda reference, tokenizer, dreams, *args: [1.0] * len(dreams))
+    stage = dreaming.ReSTEMDreaming.with_options(rounds=1, max_new_tokens=16, require_grounded=True, sft_steps_per_round=0, consolidation_steps=0)
+    stage(learner, SleepContext(curriculum[0], 2, seed=0, artifacts_dir=tmp_path))
+    kept = [r for r in map(json.loads, (tmp_path / "dreams.jsonl").read_text().splitlines()) if r["kept"]]
+    grounded = [answer_in_passage(r["dream"], r["passage"]) for r in kept]
+    assert [r["reward"] for r in kept] == [float(g) for g in grounded]
+    assert not all(grounded)  # some dream was refused
 
 
 @pytest.mark.learned

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from somna.evals.dreams import Dream
 from somna.learners.text.rewards import (
     abs_reward,
+    answer_in_passage,
     chrf,
     exact_match,
     imitation_reward,
@@ -53,3 +55,20 @@ def test_chrf_hand_cases():
     # "ab" vs "abc": unigrams P=1, R=2/3; bigrams P=1, R=1/2; trigram: none in hyp -> P=0, R=0
     precision, recall = (1 + 1 + 0) / 3, (2 / 3 + 1 / 2 + 0) / 3
     assert chrf("ab", "abc", max_order=3) == pytest.approx(5 * precision * recall / (4 * precision + recall))
+
+
+@pytest.mark.parametrize(
+    "qa_line, grounded",
+    [
+        ("Q: which pet does Segu keep? A: cat", True),
+        ("Q: who is the friend of Segu? A: pula bo.", True),  # case and punctuation ignored
+        ("Q: who is the friend of Segu? A: Pul", False),  # whole words only
+        ("Q: who is the friend of Fegu? A: Disu", False),  # an answer from elsewhere
+        ("Q: which pet does Segu keep? A:", False),  # no answer
+        ("Segu keeps a cat", False),  # not a QA line
+    ],
+)
+def test_dreaming_verifies_answers_by_the_rule_the_report_counts_grounded_dreams(qa_line, grounded):
+    passage = "Segu keeps a cat at home. The best friend of Segu is Pula-Bo."
+    assert answer_in_passage(qa_line, passage) is grounded
+    assert Dream(0, 0, passage, qa_line, 0.0, True, 1.0, 0.0).grounded is grounded  # evals/dreams.py restates the rule

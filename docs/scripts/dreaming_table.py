@@ -14,7 +14,7 @@ reward picks faithful self-edits. "base" is the pretrained base before the
 stream: the runs' `init` row. Rows follow the variants file's order. A second
 table pairs rows by seed (PAIRS): what dreaming and each of its parts add, with
 the interval of the per-seed difference. The tables replace the text between the
-`lm_table:dreaming` markers of --out (docs/lm_results.md).
+`lm_table:BLOCK` markers of --out (docs/lm_results.md; --block, default `dreaming`).
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ PAIRS = [
     ("sleep", "sleep-no-gradient-selection"),
     ("sleep", "sleep-no-random-expert"),
     ("sleep-4-level-cms", "sleep"),
+    ("seal-grounded", "seal"),
+    ("seal-grounded", "finetune-no-dream"),
 ]
 
 
@@ -84,7 +86,7 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
     seeds = sorted({seed for group in by_seed.values() for seed in group})
     base = [fmt([float(np.mean(run.baseline)) for run in runs[order[0]]])] * 2
     lines = [
-        f"Seeds {', '.join(map(str, seeds))}; mean ± 95% CI (Student t); `somna sweep fact-stream-dreaming --variants docs/dreaming_variants.yaml`.",
+        f"Seeds {', '.join(map(str, seeds))}; mean ± 95% CI (Student t); `somna sweep fact-stream-dreaming --variants {variants_file}`.",
         "",
         f"| knowledge incorporation | {' | '.join(COLUMNS)} | grounded dreams (all / rewarded) |",
         "|---|---:|---:|---:|---:|---:|",
@@ -105,10 +107,11 @@ def main() -> None:
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--variants", type=Path, default=Path("docs/dreaming_variants.yaml"))
     parser.add_argument("--out", type=Path, default=Path("docs/lm_results.md"))
+    parser.add_argument("--block", default="dreaming", help="the lm_table:BLOCK markers of --out to write between")
     args = parser.parse_args()
     block = table(args.sweep_dir, args.variants)
     print(block)
-    write_between_markers(args.out, block, "dreaming")
+    write_between_markers(args.out, block, args.block)
 
 
 if __name__ == "__main__":

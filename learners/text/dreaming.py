@@ -27,7 +27,8 @@ read), one ReST-EM round is:
      random ones; without `gradient_selection`, k + b random ones.
   3. reward: each kept dream fine-tunes an isolated PEFT LoRA copy of the model as it
      went to sleep (the reference; LoRA on every CMS MLP and attention projection);
-     reward = 1 if tau improves (the improvement is logged too). Judging every round
+     reward = 1 if tau improves (the improvement is logged too) and, with
+     `require_grounded`, the dream's answer is words of its passage. Judging every round
      against the same reference keeps the reward a fixed function of the dream, the
      E-step target of ReST-EM (each copy's LoRA init is seeded by the dream's text,
      so a dream sampled again in a later round earns the same reward). Copies are
@@ -59,6 +60,7 @@ from somna.learners.stages import SleepStage
 from somna.learners.text.encoding import answer_nll, encode_pairs, sample_completions
 from somna.learners.text.experts import novelty_routing
 from somna.learners.text.learner import TextLearner, training_only
+from somna.learners.text.rewards import answer_in_passage
 from somna.platform.registry import register_sleep_stage
 
 LORA_TARGETS = "all-linear"  # PEFT: every linear layer but the LM head, whatever the base calls them
@@ -88,6 +90,7 @@ class ReSTEMDreamingOptions:
     temperature: float = 1.0
     anchor_documents: bool = True  # M-step and consolidation batches also hold the experience's documents
     reward_tasks: bool = True  # LoRA copies as Ray tasks when Ray has >= 2 free CPUs
+    require_grounded: bool = False  # reward only dreams whose answer is words of their passage (rewards.answer_in_passage)
 
     def __post_init__(self) -> None:
         if min(self.dreams_per_passage, self.max_passages, self.rounds, self.lora_rank, self.opening_words) < 1:
@@ -269,7 +272,8 @@ class ReSTEMDreaming(SleepStage):
             for record, score in zip(batch, scores):
                 record.score = score
             for index, improvement in zip(kept, improvements):
-                batch[index].kept, batch[index].improvement, batch[index].reward = True, improvement, float(improvement > 0)
+                record = batch[index]
+                record.kept, record.improvement, record.reward = True, improvement, float(improvement > 0 and self.verified(record))
             rewarded = [batch[i] for i in kept if batch[i].reward > 0]
             fractions.append(len(rewarded) / max(len(kept), 1))
             if rewarded:  # ReST-EM M-step: the generator imitates its rewarded samples
@@ -286,6 +290,10 @@ class ReSTEMDreaming(SleepStage):
             "mean_improvement": sum(r.improvement for r in kept_records) / max(len(kept_records), 1),
             "consolidation_loss": consolidated,
         }
+
+    def verified(self, record: DreamRecord) -> bool:
+        """The verifier beside the LoRA reward: with `require_grounded`, the dream must answer from its passage."""
+        return not self.options.require_grounded or answer_in_passage(record.dream, record.passage)
 
     def selection_scores(self, learner: TextLearner, batch: list[DreamRecord], probes: tuple[list[str], list[str]]) -> list[float]:
         """Gradient scores of the round's dreams (zeros without gradient selection)."""

@@ -106,3 +106,15 @@ def chrf(prediction: str, reference: str, max_order: int = 6, beta: float = 2.0)
     if precision + recall == 0:
         return 0.0
     return (1 + beta**2) * precision * recall / (beta**2 * precision + recall)
+
+
+def answer_in_passage(qa_line: str, passage: str) -> bool:
+    """Whether a QA line's answer (after its last "A:") is whole words of `passage`, normalised.
+
+    A verifier on the passage a dream was written from: a faithful self-edit passes; an
+    answer from elsewhere (a misreading, a made-up person) does not. It is an upper bound
+    on faithfulness: an answer naming another fact of the same passage still passes.
+    evals/dreams.py counts "grounded" dreams by the same rule."""
+    _, marker, answer = qa_line.rpartition("A:")
+    words = normalize_answer(answer)
+    return bool(marker and words) and f" {words} " in f" {normalize_answer(passage)} "
