@@ -47,6 +47,12 @@ class Dream:
         return bool(marker and words) and f" {words} " in f" {_words(self.passage)} "
 
 
+def distinct_texts(dreams: list[Dream]) -> int:
+    """How many different dreams these are, case and punctuation ignored (ReST-EM's M-step can make the
+    generator repeat one rewarded dream)."""
+    return len({_words(d.text) for d in dreams})
+
+
 def _words(text: str) -> str:
     """SQuAD-style normalisation, as learners/text/rewards.normalize_answer (evals imports no other room, so it is restated)."""
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
@@ -73,6 +79,11 @@ class ExperienceDreams:
             "rewarded": len(rewarded),
             "rewarded_grounded": sum(d.grounded for d in rewarded),
         }
+
+    def consolidated(self) -> list[Dream]:
+        """The dreams the stage fits after its rounds: the last round's rewarded ones."""
+        last = max((d.round for d in self.dreams), default=0)
+        return [d for d in self.rewarded_trials if d.reward > 0 and d.round == last]
 
     def best_and_worst(self, k: int) -> tuple[list[Dream], list[Dream]]:
         """(k best, k worst) kept dreams, best listed best first and worst listed worst first.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from test_evals_rundir import B3, R3, write_run
 
-from somna.evals.dreams import Dream, read_dreams, shorten
+from somna.evals.dreams import Dream, ExperienceDreams, distinct_texts, read_dreams, shorten
 from somna.evals.report import write_report
 
 # (name, kept, reward, improvement, gradient score); ranked by hand: A > B > C (B, C tie on reward and
@@ -99,3 +99,18 @@ def test_a_dream_is_grounded_when_its_answer_is_words_of_its_passage():
     assert not dream("Q: who is the friend of Segu? A: Pul").grounded  # whole words only
     assert not dream("Q: who is the friend of Fegu? A: Disu").grounded  # an answer from elsewhere
     assert not dream("Q: which pet does Segu keep? A:").grounded and not dream("Segu keeps a cat").grounded  # no answer
+
+
+def test_consolidated_dreams_are_the_last_rounds_rewarded_and_repeats_count_once():
+    def dream(text: str, round_: int, kept: bool, reward: float) -> Dream:
+        return Dream(0, round_, "p", text, 0.0, kept, reward, 0.0)
+    sleep = ExperienceDreams(0, [
+        dream("Q: a? A: x", 0, True, 1.0),  # rewarded, but in an earlier round
+        dream("Q: b? A: y", 1, True, 1.0),
+        dream("q: B?  a: Y.", 1, True, 1.0),  # the same dream, case and punctuation aside
+        dream("Q: c? A: z", 1, True, 0.0),  # not rewarded
+        dream("Q: d? A: w", 1, False, 0.0),  # never tried
+    ])
+    consolidated = sleep.consolidated()
+    assert [d.text for d in consolidated] == ["Q: b? A: y", "q: B?  a: Y."]
+    assert distinct_texts(consolidated) == 1 and ExperienceDreams(1, []).consolidated() == []

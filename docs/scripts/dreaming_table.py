@@ -10,7 +10,9 @@ continued-pretraining setting); BWT; skill retention (the pretrained base's own
 skills after the stream ÷ before it); "grounded dreams" = the share of a run's
 dreams whose answer is words of the passage they were dreamed from, over all
 dreams / over the rewarded ones (evals/dreams.py), which shows whether the
-reward picks faithful self-edits. "base" is the pretrained base before the
+reward picks faithful self-edits; "dreams fitted per sleep" = the last round's rewarded dreams,
+which the stage consolidates, and how many of them differ (ReST-EM can make the generator repeat
+one). "base" is the pretrained base before the
 stream: the runs' `init` row. Rows follow the variants file's order. A second
 table pairs rows by seed (PAIRS): what dreaming and each of its parts add, with
 the interval of the per-seed difference. The tables replace the text between the
@@ -29,7 +31,7 @@ import yaml
 
 from somna.evals import metrics
 from somna.evals.compare import find_runs
-from somna.evals.dreams import read_dreams
+from somna.evals.dreams import distinct_texts, read_dreams
 from somna.evals.rundir import load_run
 from somna.platform.provenance import provenance_line
 
@@ -43,6 +45,15 @@ def grounded_shares(run_dir: Path) -> tuple[float, float] | None:
         return None
     total = {key: sum(c[key] for c in counts) for key in counts[0]}
     return total["grounded"] / max(total["generated"], 1), total["rewarded_grounded"] / max(total["rewarded"], 1)
+
+
+def consolidated_cell(runs: list) -> str:
+    """Dreams the stage fitted after its rounds, per sleep: all / distinct, mean ± CI over runs; "—" without dreaming."""
+    sleeps = [read_dreams(run.path).experiences for run in runs]
+    if not any(sleeps):
+        return "—"
+    fitted = [[e.consolidated() for e in run] for run in sleeps if run]
+    return f"{fmt([float(np.mean([len(d) for d in run])) for run in fitted])} / {fmt([float(np.mean([distinct_texts(d) for d in run])) for run in fitted])}"
 
 
 def grounded_cell(runs: list) -> str:
@@ -63,6 +74,8 @@ PAIRS = [
     ("sleep-4-level-cms", "sleep"),
     ("seal-grounded", "seal"),
     ("seal-grounded", "finetune-no-dream"),
+    ("sleep-grounded", "sleep"),
+    ("sleep-grounded", "seal-grounded"),
 ]
 
 
@@ -88,13 +101,13 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
     lines = [
         f"Seeds {', '.join(map(str, seeds))}; mean ± 95% CI (Student t); `somna sweep fact-stream-dreaming --variants {variants_file}`.",
         "",
-        f"| knowledge incorporation | {' | '.join(COLUMNS)} | grounded dreams (all / rewarded) |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| base | {' | '.join(base)} | — | — | — |",
+        f"| knowledge incorporation | {' | '.join(COLUMNS)} | grounded dreams (all / rewarded) | dreams fitted per sleep (all / distinct) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| base | {' | '.join(base)} | — | — | — | — |",
     ]
     for label in order:
         columns = zip(*by_seed[label].values())
-        lines.append(f"| {label} | {' | '.join(fmt(list(c)) for c in columns)} | {grounded_cell(runs[label])} |")
+        lines.append(f"| {label} | {' | '.join(fmt(list(c)) for c in columns)} | {grounded_cell(runs[label])} | {consolidated_cell(runs[label])} |")
     lines += paired_rows(by_seed, PAIRS, COLUMNS)
     threads = {run.config["resources"]["threads"] for group in runs.values() for run in group}
     if len(threads) == 1:
