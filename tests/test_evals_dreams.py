@@ -90,17 +90,6 @@ def test_shorten_flattens_and_truncates():
     assert shorten("x" * 200, limit=10) == "x" * 9 + "…"
 
 
-def test_a_dream_is_grounded_when_its_answer_is_words_of_its_passage():
-    passage = "Segu keeps a cat at home. The best friend of Segu is Pula-Bo."
-    def dream(text: str) -> Dream:
-        return Dream(0, 0, passage, text, 0.0, True, 1.0, 0.0)
-    assert dream("Q: which pet does Segu keep? A: cat").grounded
-    assert dream("Q: who is the friend of Segu? A: pula bo.").grounded  # case and punctuation ignored
-    assert not dream("Q: who is the friend of Segu? A: Pul").grounded  # whole words only
-    assert not dream("Q: who is the friend of Fegu? A: Disu").grounded  # an answer from elsewhere
-    assert not dream("Q: which pet does Segu keep? A:").grounded and not dream("Segu keeps a cat").grounded  # no answer
-
-
 def test_consolidated_dreams_are_the_last_rounds_rewarded_and_repeats_count_once():
     def dream(text: str, round_: int, kept: bool, reward: float) -> Dream:
         return Dream(0, round_, "p", text, 0.0, kept, reward, 0.0)

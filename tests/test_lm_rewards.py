@@ -68,7 +68,7 @@ def test_chrf_hand_cases():
         ("Segu keeps a cat", False),  # not a QA line
     ],
 )
-def test_dreaming_verifies_answers_by_the_rule_the_report_counts_grounded_dreams(qa_line, grounded):
+def test_a_dream_is_grounded_when_its_answer_is_words_of_its_passage_for_dreaming_and_the_report(qa_line, grounded):
     passage = "Segu keeps a cat at home. The best friend of Segu is Pula-Bo."
     assert answer_in_passage(qa_line, passage) is grounded
     assert Dream(0, 0, passage, qa_line, 0.0, True, 1.0, 0.0).grounded is grounded  # evals/dreams.py restates the rule

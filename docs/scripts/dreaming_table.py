@@ -31,36 +31,37 @@ import yaml
 
 from somna.evals import metrics
 from somna.evals.compare import find_runs
-from somna.evals.dreams import distinct_texts, read_dreams
+from somna.evals.dreams import ExperienceDreams, distinct_texts, read_dreams
 from somna.evals.rundir import load_run
 from somna.platform.provenance import provenance_line
 
 from lm_table import fmt, paired_rows, write_between_markers  # this script's folder is on sys.path when it runs
 
 
-def grounded_shares(run_dir: Path) -> tuple[float, float] | None:
-    """(grounded ÷ generated, grounded ÷ rewarded) over a run's sleeps; None for a run that never dreamed."""
-    counts = [e.counts() for e in read_dreams(run_dir).experiences]
-    if not counts:
-        return None
+def grounded_shares(sleeps: list[ExperienceDreams]) -> tuple[float, float]:
+    """(grounded ÷ generated, grounded ÷ rewarded) over a run's sleeps."""
+    counts = [e.counts() for e in sleeps]
     total = {key: sum(c[key] for c in counts) for key in counts[0]}
     return total["grounded"] / max(total["generated"], 1), total["rewarded_grounded"] / max(total["rewarded"], 1)
 
 
-def consolidated_cell(runs: list) -> str:
-    """Dreams the stage fitted after its rounds, per sleep: all / distinct, mean ± CI over runs; "—" without dreaming."""
-    sleeps = [read_dreams(run.path).experiences for run in runs]
-    if not any(sleeps):
-        return "—"
-    fitted = [[e.consolidated() for e in run] for run in sleeps if run]
-    return f"{fmt([float(np.mean([len(d) for d in run])) for run in fitted])} / {fmt([float(np.mean([distinct_texts(d) for d in run])) for run in fitted])}"
+def fitted_per_sleep(sleeps: list[ExperienceDreams]) -> tuple[float, float]:
+    """Dreams the stage fitted after its rounds, per sleep: (all, distinct), averaged over a run's sleeps."""
+    fitted = [e.consolidated() for e in sleeps]
+    return float(np.mean([len(d) for d in fitted])), float(np.mean([distinct_texts(d) for d in fitted]))
 
 
-def grounded_cell(runs: list) -> str:
-    shares = [s for s in (grounded_shares(run.path) for run in runs) if s is not None]
-    if not shares:
-        return "—"
-    return f"{fmt([s[0] for s in shares])} / {fmt([s[1] for s in shares])}"
+def dream_cells(runs: list) -> str:
+    """The grounded-dreams and dreams-fitted cells, mean ± CI over the runs that dreamed ("—" when none did);
+    each run's dreams are read once."""
+    dreamed = [sleeps for sleeps in (read_dreams(run.path).experiences for run in runs) if sleeps]
+    if not dreamed:
+        return "— | —"
+    cells = []
+    for summary in (grounded_shares, fitted_per_sleep):
+        values = [summary(sleeps) for sleeps in dreamed]
+        cells.append(f"{fmt([v[0] for v in values])} / {fmt([v[1] for v in values])}")
+    return " | ".join(cells)
 
 
 COLUMNS = ("single passage batch", "after the stream (ACC)", "BWT", "skill retention")
@@ -107,7 +108,7 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
     ]
     for label in order:
         columns = zip(*by_seed[label].values())
-        lines.append(f"| {label} | {' | '.join(fmt(list(c)) for c in columns)} | {grounded_cell(runs[label])} | {consolidated_cell(runs[label])} |")
+        lines.append(f"| {label} | {' | '.join(fmt(list(c)) for c in columns)} | {dream_cells(runs[label])} |")
     lines += paired_rows(by_seed, PAIRS, COLUMNS)
     threads = {run.config["resources"]["threads"] for group in runs.values() for run in group}
     if len(threads) == 1:
