@@ -1,5 +1,5 @@
-"""How far the `kernel` fast memory carries a passage: a DeltaNet base's teacher's exact match on dev questions
-by what its carried DeltaNet state holds.
+"""How far the `kernel` fast memory carries a passage: a kernel base's teacher's exact match on dev questions
+by what its mixers' carried state holds.
 
 The sleep's teacher with `learner.fast_memory=kernel` answers from the state wake left after reading all
 of the experience's passages in order. This separates the two ways that can fail: the base may not read a
@@ -8,8 +8,9 @@ may overwrite it (the asked passage, then k other passages of the same experienc
 memory (closed book), the passage in context (the `context` fast memory's teacher), and the state exactly as
 wake writes it. Dev questions of the shipped `fact-stream` preset only, never a test probe; every
 experience of each seed. `--bases` names the bases, one column each: pretrain presets or YAML files whose
-mixers are memory kernels (`world-deltanet`, pretrained one document per sequence; the chain experiments
-of docs/pretrain_experiments/, pretrained on sequences of several documents with recall questions).
+mixers are memory kernels (`world-deltanet`, pretrained one document per sequence; the experiments of
+docs/pretrain_experiments/: the same recipe with Titans mixers, and DeltaNet pretrained on sequences of
+several documents with recall questions).
 
     .venv/bin/python docs/scripts/kernel_memory_probe.py [--bases world-deltanet ...] [--seeds 0 1 2] [--after 0 1 3 7 19] [--block kernel_probe]
 """
