@@ -36,3 +36,11 @@ def test_the_ledger_gives_back_what_it_was_given_and_records_each_run_once(tmp_p
     np.testing.assert_array_equal(back.b, outcome.b)
     assert back.teacher == 0.96 and back.seconds == 12.5 and np.isnan(back.summary["skill_retention"])
     assert lm_table.fact_scores(back)[:3] == lm_table.fact_scores(outcome)[:3]
+
+
+def test_paired_rows_list_only_the_pairs_that_ran_and_nothing_when_none_did():
+    by_seed = {"sleep": {0: [0.5, 0.2], 1: [0.7, 0.4]}, "base": {0: [0.1, 0.1], 1: [0.3, 0.1]}}
+    assert lm_table.paired_rows(by_seed, [("sleep", "finetune")], ("newest", "ACC")) == []
+    lines = lm_table.paired_rows(by_seed, [("sleep", "base"), ("sleep", "finetune")], ("newest", "ACC"))
+    assert lines[-1] == f"| sleep − base | {lm_table.fmt([0.4, 0.4])} | {lm_table.fmt([0.1, 0.3])} |"
+    assert sum(line.startswith("| sleep −") for line in lines) == 1

@@ -33,6 +33,7 @@ Fact-stream rows:
   DeltaNet base: ...      the `world-deltanet` base (DeltaNet mixers, otherwise `world`'s recipe): base,
                           sleep with the passages in context, sleep with the mixers' carried state as the
                           fast memory (fast_memory = kernel), and its in-context ceiling
+  Titans base: ...        the same four rows on docs/pretrain_experiments/world-titans.yaml (Titans mixers)
 The "teacher in fast memory" column is the sleep teacher's exact match on the experience's dev
 questions (logged by knowledge seeding, never a test probe); a second table gives the student's dev exact
 match before and after each sleep and the teacher–student KL on the pairs it was trained on.
@@ -65,7 +66,21 @@ from somna.evals.rundir import EVENTS_FILE, read_events
 from somna.evals.stats import mean_ci
 from somna.platform.provenance import provenance_line
 
-DELTANET_BASE = "learner.model.base=world-deltanet"
+KERNEL_BASES = {"DeltaNet": "world-deltanet", "Titans": "docs/pretrain_experiments/world-titans.yaml"}  # bases whose mixers carry a state
+
+
+def kernel_base_rows(kernel: str, base: str) -> dict[str, tuple[str, list[str]]]:
+    """A kernel base's rows: the base, sleep with the passages in context, sleep with the mixers' carried state as
+    the fast memory (fast_memory = kernel), and the base's own in-context ceiling."""
+    rows = {
+        "base": ("base", []),
+        "sleep (fast memory: context)": ("sleep", []),
+        f"sleep (fast memory: {kernel} state)": ("sleep", ["learner.fast_memory=kernel"]),
+        "in-context (ceiling)": ("in-context", []),
+    }
+    return {f"{kernel} base: {label}": (learner, [f"learner.model.base={base}", *overrides]) for label, (learner, overrides) in rows.items()}
+
+
 IMITATION = "learner.sleep.options.knowledge-seeding.alpha=0.9"  # GRPO learning-to-imitate after distillation (off as shipped)
 REHEARSE = "learner.sleep.options.knowledge-seeding.rehearse_questions"
 CUES = f"{REHEARSE}=64"  # chosen before any run, not tuned
@@ -103,15 +118,11 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024", CUE_ROWS]),  # does the 4× row keep its skills and get the cues' BWT back when the generations no longer dilute the cues? (an experiment)
     "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own, teacher without experts": ("sleep", [f"{REHEARSE}=100000", f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", f"{PROTECT_PROMPTS}=1024", CUE_ROWS, TEACHER_WITHOUT_EXPERTS]),  # does a teacher that reads with the base's own skill teach the newest experience closer to the ceiling? (an experiment)
     "in-context (ceiling)": ("in-context", []),
-    **{f"DeltaNet base: {label}": (learner, [DELTANET_BASE, *overrides]) for label, (learner, overrides) in {
-        "base": ("base", []),
-        "sleep (fast memory: context)": ("sleep", []),
-        "sleep (fast memory: DeltaNet state)": ("sleep", ["learner.fast_memory=kernel"]),
-        "in-context (ceiling)": ("in-context", []),
-    }.items()},
+    **{label: row for kernel, base in KERNEL_BASES.items() for label, row in kernel_base_rows(kernel, base).items()},
 }
 # (row, the row it is compared with), paired by seed: the goal "sleep's ACC >= finetune's + 0.10", and what the cues add
 FACT_PAIRS = [
+    ("Titans base: sleep (fast memory: Titans state)", "Titans base: base"),
     ("sleep (fast memory: context)", "finetune"),
     ("sleep +own questions as cues", "sleep (fast memory: context)"),
     ("sleep +own questions as cues", "finetune"),
@@ -309,15 +320,17 @@ def fact_scores(run: Outcome) -> list[float]:
 
 def paired_rows(by_seed: dict[str, dict[int, list[float]]], pairs: list[tuple[str, str]], columns: tuple[str, ...]) -> list[str]:
     """A markdown table of `row − reference` for each pair both ran: mean ± 95% CI of the per-seed differences
-    of each column (`by_seed[label][seed]` holds a run's column values)."""
-    lines = ["", "Paired by seed (mean ± 95% CI of the per-seed difference):", ""]
-    lines += [f"| difference | {' | '.join(f'Δ {c}' for c in columns)} |", "|---|" + "---:|" * len(columns)]
+    of each column (`by_seed[label][seed]` holds a run's column values); nothing when no pair ran."""
+    lines = []
     for row, reference in pairs:
         if row in by_seed and reference in by_seed:
             common = sorted(set(by_seed[row]) & set(by_seed[reference]))
             differences = zip(*([a - b for a, b in zip(by_seed[row][s], by_seed[reference][s])] for s in common))
             lines.append(f"| {row} − {reference} | {' | '.join(fmt(list(d)) for d in differences)} |")
-    return lines
+    if not lines:
+        return []
+    header = ["", "Paired by seed (mean ± 95% CI of the per-seed difference):", "", f"| difference | {' | '.join(f'Δ {c}' for c in columns)} |", "|---|" + "---:|" * len(columns)]
+    return header + lines
 
 
 def fact_stream_table(results: dict[str, list[Outcome]]) -> str:
