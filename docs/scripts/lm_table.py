@@ -122,7 +122,6 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
 }
 # (row, the row it is compared with), paired by seed: the goal "sleep's ACC >= finetune's + 0.10", and what the cues add
 FACT_PAIRS = [
-    ("Titans base: sleep (fast memory: Titans state)", "Titans base: base"),
     ("sleep (fast memory: context)", "finetune"),
     ("sleep +own questions as cues", "sleep (fast memory: context)"),
     ("sleep +own questions as cues", "finetune"),
@@ -142,6 +141,7 @@ FACT_PAIRS = [
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts"),
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
     ("sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own, teacher without experts", "sleep +all own questions as cues, 4× seeding steps, ½ seeding lr, 2× teacher questions, 4× protection prompts, cues in rows of their own"),
+    ("Titans base: sleep (fast memory: Titans state)", "Titans base: base"),
 ]
 RESTATEMENTS_ONLY = ["learner.sleep.options.knowledge-seeding.questions_per_passage=0"]  # a sentence or utterance is not a passage about a person
 
