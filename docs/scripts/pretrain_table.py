@@ -27,10 +27,13 @@ from somna.platform.pretraining import cached_base, load_pretrain_config
 from somna.platform.provenance import provenance_line
 
 
+DEFAULT_OUT = Path("docs/pretrain_results.md")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["world-micro", "world", "world-deltanet"])
-    parser.add_argument("--out", type=Path, default=Path("docs/pretrain_results.md"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)  # pretraining runs on `threads: 1` (the presets), so that the provenance line names it
     rows, names = [], []
@@ -49,7 +52,7 @@ def main() -> None:
         "# `somna pretrain` presets",
         "",
         "<!-- pretrain_table:start -->",
-        f"Produced by `docs/scripts/pretrain_table.py --presets {' '.join(args.presets)}`.",
+        f"Produced by `docs/scripts/pretrain_table.py --presets {' '.join(args.presets)}{'' if args.out == DEFAULT_OUT else f' --out {args.out}'}`.",
         "Exact match on 200 held-out items each; minutes = the training loop's wall clock (its CPU time in parentheses).",
         "",
         "| preset | parameters | model | steps × batch | tokens | minutes (CPU) | in-context QA, unseen people | closed-book, same questions | closed-book, world people asked in pretraining | closed-book, world people only read about |",
