@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "`learner.model.base=DIR` can name."
         ),
     )
-    parser.add_argument("preset", help=f"a pretrain preset ({presets}) or a YAML file with the same keys")
+    parser.add_argument("preset", help=f"a pretrain preset ({presets}) or a YAML file with the same keys (`extends: PRESET_OR_FILE` starts it from another)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=500 model.dim=64 world.seed=1")
     parser.add_argument("--out", help="a new directory for the base (default: the user cache)")
     parser.set_defaults(func=_pretrain)

@@ -86,20 +86,13 @@ def preset_names() -> list[str]:
 
 
 def load_pretrain_config(source: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """A pretrain preset's name or a YAML file, plus `key=value` overrides, validated; else a one-line ConfigError."""
-    path = Path(source)
-    if source in preset_names():
-        text, name = (PRESETS_DIR / f"{source}.yaml").read_text(), source
-    elif path.suffix in (".yaml", ".yml") or "/" in source:
-        if not path.is_file():
-            raise ConfigError(f"pretrain config file not found: {source}")
-        text, name = path.read_text(), path.stem
-    else:
-        raise ConfigError(f"unknown pretrain preset {source!r}; presets: {', '.join(preset_names())} (or a YAML file path)")
-    data = parse_yaml(text, source) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source} must be a YAML mapping of pretrain config keys")
-    cfg = _merge_strict(PretrainConfig, [{"name": name}, data, parse_dotlist(list(overrides))], "")
+    """A pretrain preset's name or a YAML file, plus `key=value` overrides, validated; else a one-line ConfigError.
+
+    A YAML file may start from another recipe with `extends: PRESET_OR_FILE` (a file path is relative to the
+    extending file) and give only the keys that differ: the result, and so the cache key, is the same as the
+    whole recipe written out. The name stays the extending file's stem."""
+    name = source if source in preset_names() else Path(source).stem
+    cfg = _merge_strict(PretrainConfig, [{"name": name}, *recipe_layers(source), parse_dotlist(list(overrides))], "")
     try:
         OmegaConf.to_object(cfg)  # runs each section's own checks
     except ValueError as error:
@@ -107,6 +100,30 @@ def load_pretrain_config(source: str, overrides: list[str] | tuple[str, ...] = (
     if cfg.threads < 1 or cfg.eval.probes < 1 or cfg.tokenizer.documents < 1:
         raise ConfigError("threads, eval.probes and tokenizer.documents must be >= 1")
     return cfg
+
+
+def recipe_layers(source: str, extended_by: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """The key mappings that make up a preset or YAML recipe, the recipe it `extends` first; else a one-line ConfigError."""
+    path = Path(source)
+    if source in preset_names():
+        path = PRESETS_DIR / f"{source}.yaml"
+    elif path.suffix not in (".yaml", ".yml") and "/" not in source:
+        raise ConfigError(f"unknown pretrain preset {source!r}; presets: {', '.join(preset_names())} (or a YAML file path)")
+    elif not path.is_file():
+        where = f" (extended by {extended_by[-1]})" if extended_by else ""
+        raise ConfigError(f"pretrain config file not found: {source}{where}")
+    if path.resolve() in extended_by:
+        raise ConfigError(f"{source} extends itself: {' -> '.join(str(p) for p in (*extended_by, path.resolve()))}")
+    data = parse_yaml(path.read_text(), source) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a YAML mapping of pretrain config keys")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return [data]
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{source}: extends must name a pretrain preset or a YAML file, got {parent!r}")
+    parent = parent if parent in preset_names() else str(path.parent / parent)
+    return [*recipe_layers(parent, (*extended_by, path.resolve())), data]
 
 
 def config_digest(cfg: DictConfig) -> str:

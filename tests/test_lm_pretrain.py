@@ -66,6 +66,34 @@ def test_somna_pretrain_writes_a_sealed_base_and_never_overwrites(tmp_path, caps
     assert "already exists" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == before
 
 
+def test_a_recipe_that_extends_another_is_the_whole_recipe_written_out(tmp_path):
+    """`extends` names a preset or a file relative to the extending one; the result (and so the cache key) is the
+    merged recipe, the extended one's keys first, and the name is the extending file's."""
+    (tmp_path / "wider.yaml").write_text("extends: world-micro\nmodel: {dim: 96}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "longer.yaml").write_text("extends: ../wider.yaml\ntrain: {steps: 5000}\n")
+    extended = pretraining.load_pretrain_config(str(tmp_path / "sub" / "longer.yaml"))
+    written_out = pretraining.load_pretrain_config("world-micro", ["name=longer", "model.dim=96", "train.steps=5000"])
+    assert extended == written_out and pretraining.config_digest(extended) == pretraining.config_digest(written_out)
+    assert extended.model.num_layers == 3 and extended.train.batch_size == 32  # the rest is world-micro's
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("extends: nowhere.yaml\n", "pretrain config file not found: {dir}/nowhere.yaml (extended by {dir}/a.yaml)"),
+        ("extends: b.yaml\n", "extends itself: {dir}/a.yaml -> {dir}/b.yaml -> {dir}/a.yaml"),
+        ("extends: [world]\n", "extends must name a pretrain preset or a YAML file, got ['world']"),
+    ],
+)
+def test_a_bad_extends_is_a_one_line_error(tmp_path, text, message):
+    (tmp_path / "a.yaml").write_text(text)
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError) as error:
+        pretraining.load_pretrain_config(str(tmp_path / "a.yaml"))
+    assert message.format(dir=tmp_path.resolve()) in str(error.value) and "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize(
     "source, overrides, message",
     [
