@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from somna.curricula.world import ATTRIBUTES, question
 from somna.learners.base import derive_seed
 from somna.learners.text.encoding import IGNORE, encode_pairs, on_device
 from somna.learners.text.experts import ExpertMLP, cms_blocks, recorded_outputs
@@ -34,7 +33,7 @@ from somna.learners.text.sleep import receiver_level
 
 from kernel_memory_probe import exact  # this script's folder is on sys.path when it runs
 from readback import cached_in_run, readback_args, rebuilt, write_row_table
-from protection_coverage import world_of
+from protection_coverage import world_facts
 
 CACHE = "router_reach.json"
 WORLD_FACTS = 200
@@ -110,8 +109,7 @@ def run_reach(run_dir: Path) -> dict[str, float]:
     run, learner, experiences = rebuilt(run_dir)
     protected = protection_gates(learner, run.checkpoints())  # leaves the learner at the last checkpoint
     made = experts_by_sleep(learner, len(experiences))
-    world = world_of(learner)
-    facts = [question(person, attribute, 0) for person in world.asked for attribute in ATTRIBUTES][:WORLD_FACTS]
+    facts = [(fact.prompt, fact.answer) for fact in world_facts(learner.config.model.base)[:WORLD_FACTS]]
     dev = [([r["prompt"] for r in e.dev], [r["answer"] for r in e.dev]) for e in experiences]
     pooled: dict[str, list[tuple[float, float]]] = {g: [] for g in GROUPS}
     for j, (prompts, answers) in enumerate(dev):
