@@ -91,8 +91,9 @@ def load_pretrain_config(source: str, overrides: list[str] | tuple[str, ...] = (
     A YAML file may start from another recipe with `extends: PRESET_OR_FILE` (a file path is relative to the
     extending file) and give only the keys that differ: the result, and so the cache key, is the same as the
     whole recipe written out. The name stays the extending file's stem."""
-    name = source if source in preset_names() else Path(source).stem
-    cfg = _merge_strict(PretrainConfig, [{"name": name}, *recipe_layers(source), parse_dotlist(list(overrides))], "")
+    *extended, own = recipe_layers(source)
+    name = {"name": source if source in preset_names() else Path(source).stem}  # a `name:` of its own still wins
+    cfg = _merge_strict(PretrainConfig, [*extended, name, own, parse_dotlist(list(overrides))], "")
     try:
         OmegaConf.to_object(cfg)  # runs each section's own checks
     except ValueError as error:

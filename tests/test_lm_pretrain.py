@@ -69,13 +69,14 @@ def test_somna_pretrain_writes_a_sealed_base_and_never_overwrites(tmp_path, caps
 def test_a_recipe_that_extends_another_is_the_whole_recipe_written_out(tmp_path):
     """`extends` names a preset or a file relative to the extending one; the result (and so the cache key) is the
     merged recipe, the extended one's keys first, and the name is the extending file's."""
-    (tmp_path / "wider.yaml").write_text("extends: world-micro\nmodel: {dim: 96}\n")
+    (tmp_path / "wider.yaml").write_text("extends: world-micro\nname: wide\nmodel: {dim: 96}\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "longer.yaml").write_text("extends: ../wider.yaml\ntrain: {steps: 5000}\n")
     extended = pretraining.load_pretrain_config(str(tmp_path / "sub" / "longer.yaml"))
     written_out = pretraining.load_pretrain_config("world-micro", ["name=longer", "model.dim=96", "train.steps=5000"])
     assert extended == written_out and pretraining.config_digest(extended) == pretraining.config_digest(written_out)
     assert extended.model.num_layers == 3 and extended.train.batch_size == 32  # the rest is world-micro's
+    assert pretraining.load_pretrain_config(str(tmp_path / "wider.yaml")).name == "wide"  # a file's own name wins, but is not inherited
 
 
 @pytest.mark.parametrize(
