@@ -12,7 +12,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "docs" / "scripts"
 # In a process of its own: importing a script may register things (hope_forgetting.py registers its row's
 # learners), which must not leak into the other tests' registries.
 IMPORT_EACH = """
-import importlib, sys, traceback
+import importlib, sys
 sys.path.insert(0, sys.argv[1])
 for name in sys.argv[2:]:
     try:

@@ -91,9 +91,10 @@ def run_separation(run_dir: Path) -> dict[str, float]:
     world = world_facts(learner.config.model.base)[:WORLD_FACTS]
     scores: dict[str, list[float]] = {f"{kind}/{gate}/{group}": [] for kind in ("auc", "open") for gate in GATES for group in OLD}
     scores["keys"], scores["asked verbatim"] = [], []
+    blocks = cms_blocks(learner.model)
     for sleep, checkpoint in enumerate(run.checkpoints()):
         experience = experiences[checkpoint.index]
-        block = cms_blocks(learner.model)[receiver_level(learner.config.receiver, len(cms_blocks(learner.model)), sleep)]
+        block = blocks[receiver_level(learner.config.receiver, len(blocks), sleep)]
         taught = sleep_pairs(learner, experience)  # the learner is still the slow model of this sleep
         keys = level_inputs(learner, block, taught.prompts, taught.completions)
         scores["keys"].append(len(keys))
