@@ -9,11 +9,14 @@ from collections import Counter
 import pytest
 import torch
 
-from somna.learners.base import SleepConfig, SleepContext
+from somna.learners.base import SleepConfig, SleepContext, derive_seed
 from somna.learners.text.encoding import IGNORE, sample_completions
 from somna.learners.text.rewards import chrf
 from somna.learners.text.learner import training_only
-from somna.learners.text.seeding import GKDSeeding, GKDSeedingOptions, SeedingData, routing_loss, step_rows, supervised_steps
+from somna.learners.text.experts import recorded_outputs
+from somna.learners.text.seeding import (
+    SEEDING_SALT, GKDSeeding, GKDSeedingOptions, SeedingData, answer_inputs, routing_loss, step_rows, supervised_steps,
+)
 from somna.learners.text.sleep import CMSExpansion
 from somna.platform.builders import build_curriculum, build_learner
 from somna.platform.config import ConfigError, load_config
@@ -264,6 +267,36 @@ def test_a_sleep_that_would_find_no_locked_expert_is_a_config_error(overrides, m
         check_buildable(load_config("fact-stream-micro", overrides))
     assert message in str(error.value) and "\n" not in str(error.value)
     check_buildable(load_config("fact-stream-micro", [*overrides, "learner.sleep.stages=[knowledge-seeding]"]))  # no expansion, no limit
+
+
+def test_a_keyed_sleep_gives_the_new_expert_the_inputs_it_is_taught_on_and_it_acts_nowhere_else():
+    """With expert_keys, knowledge seeding stores the receiving level's inputs at the new pairs' answer positions as
+    the new expert's keys (as many as there are such positions, up to the bank's size), before it trains; after the
+    sleep, wherever that level's input is below the threshold its output is exactly its base MLP's."""
+    cfg, curriculum, learner = setup("learner.model.expert_keys=4096", "learner.model.key_threshold=0.95")
+    learner.wake(curriculum[0])
+    context = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0))
+    CMSExpansion()(learner, context)
+    stage = GKDSeeding.with_options(steps=6, questions_per_passage=2, num_prompts=4, protect_prompts=8, batch_size=2, max_new_tokens=8)
+    seed = derive_seed(learner.seed, 0, SEEDING_SALT)
+    new = stage.new_knowledge(learner, context.teacher, curriculum[0], seed)
+    block, expert = learner.cms[context.new_expert[0]], context.new_expert[1]
+    taught = answer_inputs(learner.model, block, learner.tokenizer, new, cfg.learner.max_length)
+    metrics = stage(learner, context)
+    assert metrics["keys"] == len(taught) == int(block.key_counts[expert]) > 0
+    assert torch.allclose(block.expert_keys[expert, : len(taught)], torch.nn.functional.normalize(taught, dim=-1), atol=1e-5)
+    assert 0.0 <= metrics["key_gate_open_protect"] <= 1.0 and 0.0 <= metrics["key_gate_open_dev"] <= 1.0
+    probe = learner.encode_documents(curriculum[1].test["text"])
+    with recorded_outputs(block) as outputs:
+        seen = []
+        handle = block.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+        learner.model(**probe)
+        handle.remove()
+    far = block.key_similarity(expert, seen[0]) < 0.95
+    assert far.any() and torch.equal(outputs[0][far], block.base(seen[0])[far])
+    rebuilt = build_learner(cfg, curriculum.info)
+    rebuilt.load_state_dict(copy.deepcopy(learner.state_dict()))
+    assert torch.equal(rebuilt.model(**probe).logits, learner.model(**probe).logits)
 
 
 @pytest.mark.parametrize("name", ["sleep", "replay"])

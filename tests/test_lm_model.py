@@ -78,6 +78,40 @@ def test_top_k_keeps_only_the_strongest_gates():
     assert torch.allclose(block(h), block.base(h) + block.experts[2](h), atol=1e-6)  # sigmoid(~100) == 1
 
 
+def test_a_keyed_expert_acts_only_near_its_keys():
+    """Without keys the router alone gates; with keys stored from the first sequence, the expert adds exactly
+    sigmoid(router) x its output there and nothing at all on the other sequence (random 32-d inputs are far from
+    every key at cosine 0.99); a reset expert has no keys again."""
+    (block,) = attach_cms(tiny(), levels=1, num_experts=2, rank=4, keys=8, key_threshold=0.99)
+    e = block.unlock()
+    with torch.no_grad():
+        block.experts[e].up.weight.normal_()
+    h = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(2))
+    routed = block.base(h) + torch.sigmoid(block.experts[e].gate(h)) * block.experts[e](h)
+    assert torch.allclose(block(h), routed, atol=1e-6)  # no keys yet: the router alone
+    assert block.store_keys(e, h[0], torch.Generator().manual_seed(0)) == 5 and int(block.key_counts[e]) == 5
+    assert torch.allclose(block.expert_keys[e, :5].norm(dim=-1), torch.ones(5)) and not block.expert_keys[e, 5:].any()
+    out = block(h)
+    assert torch.allclose(out[0], routed[0], atol=1e-6) and torch.equal(out[1], block.base(h[1]))
+    assert block.store_keys(e, h.flatten(0, 1), torch.Generator().manual_seed(0)) == 8  # a full bank keeps a seeded choice
+    chosen = block.expert_keys[e] @ torch.nn.functional.normalize(h.flatten(0, 1), dim=-1).T
+    assert torch.allclose(chosen.amax(dim=-1), torch.ones(8))  # every key is one of the inputs
+    block.reset_experts()
+    assert int(block.key_counts[e]) == 0 and not block.expert_keys.any()
+
+
+def test_keys_travel_in_the_state_dict_and_a_keyless_cms_has_none():
+    keyed = attach_cms(tiny(), levels=2, num_experts=2, rank=4, keys=6)
+    keyed[1].unlock()
+    keyed[1].store_keys(0, torch.randn(4, 32), torch.Generator().manual_seed(0))
+    state = keyed[1].state_dict()
+    assert {"expert_keys", "key_counts"} <= set(state)
+    fresh = attach_cms(tiny(), levels=2, num_experts=2, rank=4, keys=6)[1]
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.expert_keys, keyed[1].expert_keys) and fresh.key_counts.tolist() == [4, 0]
+    assert not any("key" in name for name in attach_cms(tiny(), levels=2, num_experts=2, rank=4)[1].state_dict())
+
+
 def test_novelty_routing_changes_the_model_only_while_dreaming():
     model = tiny()
     blocks = attach_cms(model, levels=2, num_experts=2, rank=4)

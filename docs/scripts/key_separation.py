@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from somna.learners.text.encoding import IGNORE, encode_pairs, on_device
 from somna.learners.text.experts import ExpertMLP, cms_blocks
+from somna.learners.text.seeding import SeedingData, answer_inputs
 from somna.learners.text.sleep import receiver_level
 
 from protection_coverage import world_facts  # this script's folder is on sys.path when it runs
@@ -44,24 +44,11 @@ CACHE = "key_separation.json"
 OLD = ("earlier", "world")
 GATES = ("key", "router")
 KEEP_OWN_OPEN = 0.9
-BATCH = 128
 
 
-@torch.no_grad()
 def level_inputs(learner, block: ExpertMLP, prompts: list[str], answers: list[str]) -> torch.Tensor:
-    """(positions, dim): `block`'s input at the positions that predict the answers' tokens (as `router_reach.reach`)."""
-    rows = []
-    for start in range(0, len(prompts), BATCH):
-        batch = encode_pairs(learner.tokenizer, prompts[start : start + BATCH], answers[start : start + BATCH], learner.config.max_length)
-        scored = batch["labels"][:, 1:] != IGNORE
-        seen: list[torch.Tensor] = []
-        handle = block.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
-        try:
-            learner.model(**on_device(batch, learner.model))
-        finally:
-            handle.remove()
-        rows.append(seen[0][:, :-1][scored.to(seen[0].device)].float().cpu())
-    return torch.cat(rows)
+    """(positions, dim): `block`'s input at the positions that predict the answers' tokens (what a keyed gate stores)."""
+    return answer_inputs(learner.model, block, learner.tokenizer, SeedingData(prompts, prompts, answers), learner.config.max_length)
 
 
 def nearest_key(keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,9 @@ Fact-stream rows:
                           "router loss on questions" reads only both sides' closed-book questions (route_on);
                           "½ seeding lr" halves the 4× row's knowledge-seeding lr (0.01 instead of 0.02), and
                           "2× teacher questions" also has the teacher write 16 questions per passage instead of 8;
+                          "keyed gate" sets learner.model.expert_keys = 2048: each new expert keeps its level's inputs
+                          at the answer positions of the pairs its sleep trained on, and acts only where an input's
+                          cosine similarity to one of them is >= key_threshold (0.95);
                           "cues in rows of their own" sets cue_rows = 4: every step's protection batch holds 4 rows
                           of the cues beside its 4 rows of generations, instead of drawing the cues among them
                           "teacher without experts" sets learner.teacher_experts = false: each sleep's teacher reads
@@ -92,6 +95,7 @@ ROUTER_LOSS = "learner.sleep.options.knowledge-seeding.route_weight=1.0"  # off 
 CUE_ROWS = "learner.sleep.options.knowledge-seeding.cue_rows=4"  # off as shipped; 4 (= batch_size) chosen before any run, not tuned
 TEACHER_WITHOUT_EXPERTS = "learner.teacher_experts=false"  # the sleep's teacher keeps its experts as shipped
 ROUTE_ON_QUESTIONS = "learner.sleep.options.knowledge-seeding.route_on=questions"  # "all" as shipped
+KEYED_GATE = "learner.model.expert_keys=2048"  # off as shipped; room for every key a sleep gives (~1,400); key_threshold 0.95 keeps 90% of seed 0's own dev answer positions open
 CMS_MEMORY = ["learner.fast_memory=cms", "learner.lr=0.01"]  # wake fine-tunes CMS level 0's MLP
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("base", []),
@@ -106,6 +110,7 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +own questions as cues": ("sleep", [CUES]),
     "sleep +all own questions as cues": ("sleep", [f"{REHEARSE}=100000"]),  # how much more cues buy (an experiment, not a choice)
     "sleep (fast memory: CMS level 0) +own questions as cues": ("sleep", [*CMS_MEMORY, CUES]),
+    "sleep +own questions as cues, keyed gate": ("sleep", [CUES, KEYED_GATE]),  # does a gate that opens only near what each sleep taught keep the old? (an experiment)
     "sleep +own questions as cues, 4× protection prompts": ("sleep", [CUES, f"{PROTECT_PROMPTS}=1024"]),  # is coverage what skills lack? (an experiment)
     "sleep +own questions as cues, 4× seeding steps": ("sleep", [CUES, f"{SEEDING_STEPS}=1200"]),  # or the strength of each sleep's protection? (an experiment)
     "sleep +own questions as cues, 8× seeding steps": ("sleep", [CUES, f"{SEEDING_STEPS}=2400"]),  # does that lever keep paying? (an experiment)
@@ -126,6 +131,7 @@ FACT_PAIRS = [
     ("sleep +own questions as cues", "sleep (fast memory: context)"),
     ("sleep +own questions as cues", "finetune"),
     ("sleep +all own questions as cues", "sleep +own questions as cues"),
+    ("sleep +own questions as cues, keyed gate", "sleep +own questions as cues"),
     ("sleep (fast memory: CMS level 0) +own questions as cues", "sleep (fast memory: CMS level 0)"),
     ("sleep +own questions as cues, 4× protection prompts", "sleep +own questions as cues"),
     ("sleep +own questions as cues, 4× seeding steps", "sleep +own questions as cues"),

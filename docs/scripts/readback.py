@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from somna.evals.rundir import load_run
 from somna.evals.stats import mean_ci
 from somna.platform.builders import build_curriculum, build_learner
+from somna.platform.config import load_config
 from somna.platform.provenance import provenance_line
 
 from lm_table import write_between_markers  # this script's folder is on sys.path when it runs
@@ -44,9 +44,10 @@ def cached_in_run(filename: str) -> Callable[[Callable[[Path], Scores]], Callabl
 
 
 def rebuilt(run_dir: Path) -> tuple[Any, Any, list[Any]]:
-    """A finished run, its learner rebuilt from the run's config (as it started: the base) and its curriculum's experiences."""
+    """A finished run, its learner rebuilt from the run's config (as it started: the base) and its curriculum's experiences.
+    The config is read as `somna resume` reads it, so a key added since the run was made takes its default."""
     run = load_run(run_dir)
-    cfg = OmegaConf.create(run.config)
+    cfg = load_config(str(run_dir / "config.yaml"))
     curriculum = build_curriculum(cfg)
     return run, build_learner(cfg, curriculum.info), list(curriculum)
 

@@ -17,11 +17,11 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from somna.evals.rundir import load_run
 from somna.learners.base import SleepContext, phase_seed
 from somna.platform.builders import build_curriculum, build_learner, seed_everything
+from somna.platform.config import load_config
 
 from kernel_memory_probe import exact  # this script's folder is on sys.path when it runs
 from seeding_coverage import sleep_pairs, teacher_matches
@@ -34,7 +34,7 @@ def dev_em(learner, rows: list[dict]) -> float:
 def resleep(run_dir: Path, sleep: int, overrides: list[str]) -> dict[str, float]:
     """The scores of sleep `sleep` of the run at `run_dir`, run again with `overrides` (see the module docstring)."""
     run = load_run(run_dir)
-    cfg = OmegaConf.merge(OmegaConf.create(run.config), OmegaConf.from_dotlist(overrides))
+    cfg = load_config(str(run_dir / "config.yaml"), overrides)  # as `somna resume` reads it: keys added since take their defaults
     curriculum = build_curriculum(cfg)
     experiences = list(curriculum)
 

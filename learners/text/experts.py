@@ -15,8 +15,19 @@ over experts), unlocking changes no logit until the expert is trained: expansion
 function-preserving. somna's SleepLM and a Hugging Face model (Llama, GPT-2, Qwen: any whose
 decoder layers call their MLP `mlp`) get the same wrapping.
 
+Keyed gate (`keys` > 0; GRACE's codebook of edit keys, read as a gate): each expert also keeps up to
+`keys` keys, the level's inputs at the positions a sleep trained it on, and acts only where the input's
+largest cosine similarity to one of its keys is at least `key_threshold`:
+
+    gate_e(x) = sigmoid(router_e(x)) * [max_j cos(x, key_ej) >= key_threshold]
+
+A linear router row learned the form of the text more than which facts are new (docs/lm_results.md,
+"A gate keyed on what the sleep was taught"); the keys tell new inputs from old ones. An expert with no
+keys stored is gated by its router alone.
+
 Module names: <layer>.mlp.base (the original MLP), <layer>.mlp.experts.{e}.down / .up / .gate;
-buffer <layer>.mlp.expert_mask: (num_experts,), 1.0 = unlocked.
+buffer <layer>.mlp.expert_mask: (num_experts,), 1.0 = unlocked; with keys, buffers <layer>.mlp.expert_keys
+(num_experts, keys, dim), unit rows, and <layer>.mlp.key_counts (num_experts,), how many rows are stored.
 """
 
 from __future__ import annotations
@@ -56,13 +67,18 @@ class ExpertMLP(nn.Module):
 
     While dreaming, `novelty_expert`'s gate is forced to 1 (see `novelty_routing`)."""
 
-    def __init__(self, base: nn.Module, dim: int, num_experts: int, rank: int, top_k: int = 0):
+    def __init__(
+        self, base: nn.Module, dim: int, num_experts: int, rank: int, top_k: int = 0, keys: int = 0, key_threshold: float = 0.95,
+    ):
         super().__init__()
         self.base = base
         self.top_k = top_k  # 0: every unlocked expert is used (exactly function-preserving expansion)
         reference = next(base.parameters())
         self.experts = nn.ModuleList(LowRankExpert(dim, rank) for _ in range(num_experts)).to(reference.device, reference.dtype)
         self.register_buffer("expert_mask", torch.zeros(num_experts, device=reference.device))
+        self.key_threshold = key_threshold
+        self.register_buffer("expert_keys", torch.zeros(num_experts, keys, dim, device=reference.device, dtype=reference.dtype) if keys else None)
+        self.register_buffer("key_counts", torch.zeros(num_experts, dtype=torch.long, device=reference.device) if keys else None)
         self.novelty_expert: int | None = None
 
     def unlocked(self) -> list[int]:
@@ -72,10 +88,43 @@ class ExpertMLP(nn.Module):
         """Unlock the first locked expert (fresh, output zero) and return it; None when none is left."""
         for e in range(len(self.experts)):
             if self.expert_mask[e] == 0:
-                self.experts[e].reset()
+                self.reset_expert(e)
                 self.expert_mask[e] = 1.0
                 return e
         return None
+
+    def reset_expert(self, e: int) -> None:
+        """Expert `e` as new: fresh weights (output zero) and no keys."""
+        self.experts[e].reset()
+        if self.expert_keys is not None:
+            self.expert_keys[e].zero_()
+            self.key_counts[e] = 0
+
+    def store_keys(self, e: int, inputs: torch.Tensor, generator: torch.Generator) -> int:
+        """Keep `inputs` (positions, dim), the level's inputs where expert `e` is taught, as its keys (unit rows);
+        beyond the bank's size, a seeded choice of them. Returns how many are stored."""
+        capacity = self.expert_keys.shape[1]
+        if len(inputs) > capacity:
+            inputs = inputs[torch.randperm(len(inputs), generator=generator)[:capacity]]
+        self.expert_keys[e].zero_()
+        if len(inputs):
+            self.expert_keys[e, : len(inputs)] = F.normalize(inputs.to(self.expert_keys), dim=-1)
+        self.key_counts[e] = len(inputs)
+        return len(inputs)
+
+    def key_similarity(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """(..., ) the largest cosine similarity of each position of `x` to a key of expert `e`."""
+        keys = self.expert_keys[e, : int(self.key_counts[e])]
+        return (F.normalize(x, dim=-1) @ keys.T).amax(dim=-1)
+
+    def keyed(self, e: int) -> bool:
+        return self.expert_keys is not None and int(self.key_counts[e]) > 0
+
+    def key_gate(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """(..., 1): 1 where expert `e` may act on `x` (near one of its keys, or it has none), else 0."""
+        if not self.keyed(e):
+            return torch.ones_like(x[..., :1])
+        return (self.key_similarity(e, x) >= self.key_threshold).to(x.dtype).unsqueeze(-1)
 
     def mask_experts(self) -> None:
         """Mask every expert, weights kept: the level computes its base MLP alone (a sleep teacher that reads
@@ -86,7 +135,7 @@ class ExpertMLP(nn.Module):
         """Lock and re-initialise every unlocked expert (synaptic pruning); returns how many."""
         unlocked = self.unlocked()
         for e in unlocked:
-            self.experts[e].reset()
+            self.reset_expert(e)
             self.expert_mask[e] = 0.0
         return len(unlocked)
 
@@ -95,7 +144,7 @@ class ExpertMLP(nn.Module):
         active = self.unlocked()  # locked experts are never computed: their contribution is exactly zero
         if not active:
             return out
-        gates = torch.cat([torch.sigmoid(self.experts[e].gate(x)) for e in active], dim=-1)
+        gates = torch.cat([torch.sigmoid(self.experts[e].gate(x)) * self.key_gate(e, x) for e in active], dim=-1)
         if 0 < self.top_k < len(active):
             keep = torch.zeros_like(gates).scatter(-1, gates.topk(self.top_k, dim=-1).indices, 1.0)
             gates = gates * keep
@@ -116,8 +165,11 @@ def hidden_size(model: nn.Module) -> int:
     raise ValueError(f"learner.model.base: cannot tell the hidden size of {type(model).__name__} from its config")
 
 
-def attach_cms(model: nn.Module, levels: int, num_experts: int, rank: int, top_k: int = 0) -> list[ExpertMLP]:
-    """Wrap the MLPs of the model's last `levels` layers as CMS levels (in place); returns them, level 0 first."""
+def attach_cms(
+    model: nn.Module, levels: int, num_experts: int, rank: int, top_k: int = 0, keys: int = 0, key_threshold: float = 0.95,
+) -> list[ExpertMLP]:
+    """Wrap the MLPs of the model's last `levels` layers as CMS levels (in place); returns them, level 0 first.
+    `keys` > 0 gives every expert a keyed gate of that many keys (see the module docstring)."""
     mlps = [name for name, _ in model.named_modules() if name.rsplit(".", 1)[-1] == "mlp"]
     if len(mlps) < levels:
         raise ValueError(
@@ -128,7 +180,7 @@ def attach_cms(model: nn.Module, levels: int, num_experts: int, rank: int, top_k
     for name in mlps[len(mlps) - levels :]:
         parent, _, attribute = name.rpartition(".")
         holder = model.get_submodule(parent) if parent else model
-        setattr(holder, attribute, ExpertMLP(getattr(holder, attribute), dim, num_experts, rank, top_k))
+        setattr(holder, attribute, ExpertMLP(getattr(holder, attribute), dim, num_experts, rank, top_k, keys, key_threshold))
     return cms_blocks(model)
 
 

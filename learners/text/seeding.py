@@ -255,14 +255,15 @@ class SeedingData:
     teacher_prompts: list[str]
     completions: list[str]
 
+    def take(self, indices: list[int]) -> SeedingData:
+        """The pairs at `indices`, in that order."""
+        return SeedingData(*([column[i] for i in indices] for column in (self.prompts, self.teacher_prompts, self.completions)))
+
     def partition(self, chosen: set[str]) -> tuple[SeedingData, SeedingData]:
         """(the pairs whose student prompt is in `chosen`, the others)."""
-        inside = [prompt in chosen for prompt in self.prompts]
-
-        def rows(side: bool) -> SeedingData:
-            return SeedingData(*([v for v, s in zip(column, inside) if s == side] for column in (self.prompts, self.teacher_prompts, self.completions)))
-
-        return rows(True), rows(False)
+        inside = [i for i, prompt in enumerate(self.prompts) if prompt in chosen]
+        outside = sorted(set(range(len(self.prompts))) - set(inside))
+        return self.take(inside), self.take(outside)
 
 
 @register_sleep_stage("knowledge-seeding", modality="text")
@@ -311,11 +312,14 @@ class GKDSeeding(SleepStage):
         seed = derive_seed(learner.seed, context.index, SEEDING_SALT)
         new = self.new_knowledge(learner, teacher, context.experience, seed)
         protect = self.protection(learner, slow, seed)
+        metrics: Metrics = {}
+        if context.new_expert and learner.cms[context.new_expert[0]].expert_keys is not None:
+            metrics |= store_keys(learner, context.new_expert, new, protect, context.experience, seed)
         cues, generations = protect.partition(set(learner.rehearsal_cues)) if opts.cue_rows else (None, protect)
         gap = lambda: completion_kl(teacher, model, tokenizer, new.teacher_prompts, new.prompts, new.completions, learner.config.max_length)  # noqa: E731
         trainable = learner.sleep_parameters(context)
         router = learner.cms[context.new_expert[0]].experts[context.new_expert[1]].gate if context.new_expert else None
-        metrics: Metrics = {"trainable_params": float(sum(p.numel() for p in trainable)), "new_pairs": float(len(new.prompts)), "kl_before": gap()}
+        metrics |= {"trainable_params": float(sum(p.numel() for p in trainable)), "new_pairs": float(len(new.prompts)), "kl_before": gap()}
         metrics |= dev_scores(learner, teacher, context.experience, "before")
         with training_only(model, trainable):
             rounds = opts.rounds if learner.fast_memory.token_level else 1
@@ -379,6 +383,44 @@ class GKDSeeding(SleepStage):
             lmbda=opts.lmbda, beta=opts.beta, steps=steps, lr=opts.alpha * opts.lr,
             batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens, seed=seed,
         )
+
+
+@torch.no_grad()
+def answer_inputs(model: torch.nn.Module, block: torch.nn.Module, tokenizer: Any, data: SeedingData, max_length: int, batch_size: int = 128) -> torch.Tensor:
+    """(positions, dim): `block`'s input at the positions of `data`'s pairs that predict a completion token."""
+    rows = []
+    for start in range(0, len(data.prompts), batch_size):
+        batch = encode_pairs(tokenizer, data.prompts[start : start + batch_size], data.completions[start : start + batch_size], max_length)
+        scored = batch["labels"][:, 1:] != IGNORE
+        seen: list[torch.Tensor] = []
+        handle = block.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+        try:
+            model(**on_device(batch, model))
+        finally:
+            handle.remove()
+        rows.append(seen[0][:, :-1][scored.to(seen[0].device)].float().cpu())
+    return torch.cat(rows) if rows else torch.zeros(0, 0)
+
+
+def store_keys(learner: TextSleepLearner, new_expert: tuple[int, int], new: SeedingData, protect: SeedingData, experience: Any, seed: int) -> Metrics:
+    """Give the new expert its keyed gate's keys: its level's inputs at the answer positions of the new pairs, where
+    it is taught (the level's input does not depend on the expert, so they stay its inputs as it trains).
+    Logged: how many are stored, and the share of answer positions the gate leaves open on (up to 64 of)
+    protection's rows and on the experience's dev questions."""
+    level, expert = new_expert
+    block, model, max_length = learner.cms[level], learner.model, learner.config.max_length
+    stored = block.store_keys(expert, answer_inputs(model, block, learner.tokenizer, new, max_length), torch.Generator().manual_seed(seed))
+    dev = list(getattr(experience, "dev", None) or [])
+    probes = {
+        "protect": protect.take(pick(len(protect.prompts), min(64, len(protect.prompts)), seed)),
+        "dev": SeedingData([r["prompt"] for r in dev], [r["prompt"] for r in dev], [r["answer"] for r in dev]),
+    }
+    metrics = {"keys": float(stored)}
+    for name, data in probes.items():
+        if data.prompts:
+            inputs = answer_inputs(model, block, learner.tokenizer, data, max_length)
+            metrics[f"key_gate_open_{name}"] = float(block.key_gate(expert, inputs.to(block.expert_keys)).mean())
+    return metrics
 
 
 def share(total: int, parts: int, index: int) -> int:
