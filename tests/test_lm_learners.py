@@ -299,6 +299,13 @@ def test_a_keyed_sleep_gives_the_new_expert_the_inputs_it_is_taught_on_and_it_ac
     assert torch.equal(rebuilt.model(**probe).logits, learner.model(**probe).logits)
 
 
+@pytest.mark.parametrize("override", ["learner.model.expert_keys=-1", "learner.model.key_threshold=1.5"])
+def test_a_keyed_gate_out_of_range_is_a_config_error(override):
+    with pytest.raises(ConfigError, match="learner.model.expert_keys must be >= 0 and learner.model.key_threshold a cosine similarity in") as error:
+        check_buildable(load_config("fact-stream-micro", [override]))
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("name", ["sleep", "replay"])
 def test_state_dict_restores_the_learner_exactly(name):
     cfg, curriculum, learner = setup(f"learner={name}", stages=[])

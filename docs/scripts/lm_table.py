@@ -111,6 +111,7 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +all own questions as cues": ("sleep", [f"{REHEARSE}=100000"]),  # how much more cues buy (an experiment, not a choice)
     "sleep (fast memory: CMS level 0) +own questions as cues": ("sleep", [*CMS_MEMORY, CUES]),
     "sleep +own questions as cues, keyed gate": ("sleep", [CUES, KEYED_GATE]),  # does a gate that opens only near what each sleep taught keep the old? (an experiment)
+    "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr": ("sleep", [CUES, KEYED_GATE, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR]),  # with the old kept by the keys, does the student fit its teacher closer? (an experiment; the fit switches chosen on dev before)
     "sleep +own questions as cues, 4× protection prompts": ("sleep", [CUES, f"{PROTECT_PROMPTS}=1024"]),  # is coverage what skills lack? (an experiment)
     "sleep +own questions as cues, 4× seeding steps": ("sleep", [CUES, f"{SEEDING_STEPS}=1200"]),  # or the strength of each sleep's protection? (an experiment)
     "sleep +own questions as cues, 8× seeding steps": ("sleep", [CUES, f"{SEEDING_STEPS}=2400"]),  # does that lever keep paying? (an experiment)
@@ -132,6 +133,8 @@ FACT_PAIRS = [
     ("sleep +own questions as cues", "finetune"),
     ("sleep +all own questions as cues", "sleep +own questions as cues"),
     ("sleep +own questions as cues, keyed gate", "sleep +own questions as cues"),
+    ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, keyed gate"),
+    ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, 4× seeding steps, ½ seeding lr"),
     ("sleep (fast memory: CMS level 0) +own questions as cues", "sleep (fast memory: CMS level 0)"),
     ("sleep +own questions as cues, 4× protection prompts", "sleep +own questions as cues"),
     ("sleep +own questions as cues, 4× seeding steps", "sleep +own questions as cues"),
@@ -319,6 +322,26 @@ def seeding_log_rows(results: dict[str, list[Outcome]]) -> list[str]:
     return per_run_table(title, results, columns)
 
 
+KEY_GATE_LOGS = {  # header -> knowledge-seeding metric of a keyed gate (seeding.py: store_keys)
+    "keys per sleep": "keys",
+    "key gate open: own dev questions": "key_gate_open_dev",
+    "key gate open: protection rows": "key_gate_open_protect",
+}
+
+
+def key_gate_rows(results: dict[str, list[Outcome]]) -> list[str]:
+    """For rows with a keyed gate (learner.model.expert_keys): the keys each sleep stored and the share of answer
+    positions its gate leaves open on the experience's dev questions and on protection's rows; nothing otherwise."""
+    if not any("keys" in run.sleep_logs for runs in results.values() for run in runs):
+        return []
+    columns = {header: (lambda run, key=key: run.sleep_logs.get(key)) for header, key in KEY_GATE_LOGS.items()}
+    title = (
+        "The keyed gate (mean over a run's sleeps): the keys the new expert stored, and the share of answer positions "
+        "where its gate lets it act, on the experience's dev questions and on protection's rows (the slow model's own):"
+    )
+    return per_run_table(title, results, columns)
+
+
 def fact_scores(run: Outcome) -> list[float]:
     """A fact-stream run's newest-experience accuracy, ACC, BWT and skill retention."""
     return [run.R[-1, -1], metrics.acc(run.R), metrics.bwt(run.R), run.summary.get("skill_retention", float("nan"))]
@@ -352,7 +375,7 @@ def fact_stream_table(results: dict[str, list[Outcome]]) -> str:
         )
     by_seed = {label: {run.summary["seed"]: fact_scores(run) for run in runs} for label, runs in results.items()}
     pairs = paired_rows(by_seed, FACT_PAIRS, ("newest", "ACC", "BWT", "skill retention"))
-    return "\n".join(lines + pairs + skill_parts_rows(results) + seeding_log_rows(results))
+    return "\n".join(lines + pairs + skill_parts_rows(results) + seeding_log_rows(results) + key_gate_rows(results))
 
 
 def language_table(results: dict[str, list[Outcome]]) -> str:
