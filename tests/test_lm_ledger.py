@@ -23,6 +23,23 @@ def test_a_run_key_names_the_seed_learner_and_kernel_set_but_not_how_the_run_is_
     assert key("seed=0") != here
 
 
+def test_a_key_added_since_keeps_old_runs_their_run_key_and_their_run_directory(tmp_path):
+    """A config written before the keyed gate existed has no learner.model.expert_keys: at its old value (off) a run
+    keeps the key and the run directory it had; switched on, it is another run."""
+    from omegaconf import OmegaConf
+
+    cfg = load_config("fact-stream-micro", ["learner=sleep", "seed=0"])
+    before = OmegaConf.to_container(cfg)
+    for name in ("expert_keys", "key_threshold"):
+        del before["learner"]["model"][name]
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(before))
+    assert lm_table.run_key(OmegaConf.create(before)) == lm_table.run_key(cfg)
+    assert lm_table.same_run_finished(tmp_path, cfg)
+    keyed = load_config("fact-stream-micro", ["learner=sleep", "seed=0", "learner.model.expert_keys=64"])
+    assert lm_table.run_key(keyed) != lm_table.run_key(cfg) and not lm_table.same_run_finished(tmp_path, keyed)
+
+
 def test_the_ledger_gives_back_what_it_was_given_and_records_each_run_once(tmp_path):
     ledger = tmp_path / "lm_runs.jsonl"
     outcome = lm_table.Outcome(np.array([0.1, 0.0]), np.array([[0.9, 0.0], [0.7, 0.8]]), {"seed": 3, "skill_retention": float("nan")}, 12.5, {"teacher_dev_em": 0.96}, "abc")

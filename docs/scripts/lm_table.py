@@ -199,14 +199,32 @@ LEDGER = Path(__file__).resolve().parents[1] / "lm_runs.jsonl"
 RUN_KEYS = ("seed", "scenario", "curriculum", "learner")  # the config sections a run's floats depend on
 
 
-def run_key(cfg: Any) -> str:
-    """A digest of the run's config sections (RUN_KEYS), torch's version and its CPU kernel set: floats from the
-    same seed differ between kernel sets, and the `world` base is pretrained on the machine that uses it."""
+# Config keys added after the ledger began, each with the value that does what runs made before it did: at that value
+# a run keeps the key it had before the key existed (the ledger still finds it), and a run directory made before it
+# still counts as the same run. Add a key here when you add it to a learner's config.
+ADDED_KEYS = {"learner.model.expert_keys": 0, "learner.model.key_threshold": 0.95}
+
+
+def decided_config(cfg: Any) -> dict[str, Any]:
+    """The config sections a run's floats depend on (RUN_KEYS), as plain data, without ADDED_KEYS at their old value."""
     from omegaconf import OmegaConf
 
     sections = {key: OmegaConf.select(cfg, key) for key in RUN_KEYS}
     decided = {key: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for key, v in sections.items()}
-    decided |= {"torch": torch.__version__, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    for dotted, old in ADDED_KEYS.items():
+        *path, name = dotted.split(".")
+        holder: Any = decided
+        for part in path:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and holder.get(name, old) == old:
+            holder.pop(name, None)
+    return decided
+
+
+def run_key(cfg: Any) -> str:
+    """A digest of the run's decided config, torch's version and its CPU kernel set: floats from the
+    same seed differ between kernel sets, and the `world` base is pretrained on the machine that uses it."""
+    decided = decided_config(cfg) | {"torch": torch.__version__, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -260,17 +278,16 @@ def seeding_logs(directory: Path, stage: str = "knowledge-seeding") -> dict[str,
 
 
 def same_run_finished(directory: Path, cfg: Any) -> bool:
-    """True when `directory` holds a finished run with the same seed, scenario, curriculum and learner config."""
+    """True when `directory` holds a finished run of the same decided config (seed, scenario, curriculum, learner)."""
     from omegaconf import OmegaConf
 
     if not (directory / "summary.json").exists():
         return False
-    saved = OmegaConf.load(directory / "config.yaml")
-    return all(OmegaConf.select(saved, key) == OmegaConf.select(cfg, key) for key in ("seed", "scenario", "curriculum", "learner"))
+    return decided_config(OmegaConf.load(directory / "config.yaml")) == decided_config(cfg)
 
 
-def fmt(values: list[float]) -> str:
-    return mean_ci(values).format(3)
+def fmt(values: list[float], digits: int = 3) -> str:
+    return mean_ci(values).format(digits)
 
 
 def skill_cell(runs: list[Outcome]) -> str:
@@ -278,15 +295,19 @@ def skill_cell(runs: list[Outcome]) -> str:
     return fmt(values) if not all(np.isnan(values)) else "—"
 
 
-def per_run_table(title: str, results: dict[str, list[Outcome]], columns: dict[str, Callable[[Outcome], float | None]]) -> list[str]:
+def per_run_table(
+    title: str, results: dict[str, list[Outcome]], columns: dict[str, Callable[[Outcome], float | None]], digits: dict[str, int] | None = None,
+) -> list[str]:
     """A markdown table with a row per label and a mean ± CI cell per column (`columns`: header -> a run's value,
-    None where the run has none; a row lacking a value in some run shows "—", a row lacking it in all is left out)."""
+    None where the run has none; a row lacking a value in some run shows "—", a row lacking it in all is left out;
+    `digits`: header -> decimals, 3 otherwise)."""
+    digits = digits or {}
     lines = ["", title, "", f"| row | {' | '.join(columns)} |", "|---|" + "---:|" * len(columns)]
     for label, runs in results.items():
         values = {header: [value(run) for run in runs] for header, value in columns.items()}
         if all(v is None for column in values.values() for v in column):
             continue
-        cells = [fmt(column) if None not in column else "—" for column in values.values()]
+        cells = [fmt(column, digits.get(header, 3)) if None not in column else "—" for header, column in values.items()]
         lines.append(f"| {label} | {' | '.join(cells)} |")
     return lines
 
@@ -339,7 +360,7 @@ def key_gate_rows(results: dict[str, list[Outcome]]) -> list[str]:
         "The keyed gate (mean over a run's sleeps): the keys the new expert stored, and the share of answer positions "
         "where its gate lets it act, on the experience's dev questions and on protection's rows (the slow model's own):"
     )
-    return per_run_table(title, results, columns)
+    return per_run_table(title, results, columns, digits={"keys per sleep": 0})
 
 
 def fact_scores(run: Outcome) -> list[float]:

@@ -296,6 +296,8 @@ class GKDSeeding(SleepStage):
     Learning to imitate (GRPO) follows when alpha < 1. Logged: the teacher-student KL on the new pairs
     before and after, dev-split exact match of the teacher (the "in fast memory" ceiling) and of
     the student before and after, and how far the new expert's router opens on new and on protection rows.
+    With a keyed gate (`learner.model.expert_keys`), the new expert's keys are stored before any step
+    (`store_keys`), so it trains, as it will act, only near the inputs of its new pairs.
     """
 
     Options = GKDSeedingOptions
