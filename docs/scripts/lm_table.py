@@ -134,7 +134,6 @@ FACT_PAIRS = [
     ("sleep +all own questions as cues", "sleep +own questions as cues"),
     ("sleep +own questions as cues, keyed gate", "sleep +own questions as cues"),
     ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, keyed gate"),
-    ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, 4× seeding steps, ½ seeding lr"),
     ("sleep (fast memory: CMS level 0) +own questions as cues", "sleep (fast memory: CMS level 0)"),
     ("sleep +own questions as cues, 4× protection prompts", "sleep +own questions as cues"),
     ("sleep +own questions as cues, 4× seeding steps", "sleep +own questions as cues"),

@@ -111,17 +111,17 @@ class TextLearner(Learner):
             raise ValueError(f"learner.model.cms_periods must be a non-empty list of periods >= 1, got {periods}")
         if config.model.num_experts < 0 or config.model.expert_rank < 1:
             raise ValueError("learner.model.num_experts must be >= 0 and learner.model.expert_rank >= 1")
-        if config.model.expert_keys < 0 or not -1.0 <= config.model.key_threshold <= 1.0:
+        spec = config.model
+        if spec.expert_keys < 0 or not -1.0 <= spec.key_threshold <= 1.0:
             raise ValueError(
                 f"learner.model.expert_keys must be >= 0 and learner.model.key_threshold a cosine similarity in [-1, 1], "
-                f"got {config.model.expert_keys} and {config.model.key_threshold}"
+                f"got {spec.expert_keys} and {spec.key_threshold}"
             )
         base = load_base(config.model.base)
         self.tokenizer = base.tokenizer
         self.skills = {name: rows[: config.skill_probes] for name, rows in base.skills.items() if config.skill_probes > 0}
         torch.manual_seed(seed)  # the experts' random down projections and router rows
         self.model = base.model
-        spec = config.model
         attach_cms(self.model, len(periods), spec.num_experts, spec.expert_rank, spec.expert_top_k, spec.expert_keys, spec.key_threshold)
         self.model.eval()
         self.step = torch.zeros((), dtype=torch.long)  # wake steps so far: fixes the phase of every period

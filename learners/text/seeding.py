@@ -261,9 +261,8 @@ class SeedingData:
 
     def partition(self, chosen: set[str]) -> tuple[SeedingData, SeedingData]:
         """(the pairs whose student prompt is in `chosen`, the others)."""
-        inside = [i for i, prompt in enumerate(self.prompts) if prompt in chosen]
-        outside = sorted(set(range(len(self.prompts))) - set(inside))
-        return self.take(inside), self.take(outside)
+        inside = [prompt in chosen for prompt in self.prompts]
+        return self.take([i for i, s in enumerate(inside) if s]), self.take([i for i, s in enumerate(inside) if not s])
 
 
 @register_sleep_stage("knowledge-seeding", modality="text")
