@@ -77,8 +77,8 @@ def share(flags: torch.Tensor, among: torch.Tensor) -> float:
 
 
 def opened_by_kind(run, learner, experiences: list, prompts: list[str], answers: list[str]) -> dict[str, float]:
-    """Per sleep, the share of the pairs' answer positions near a key of each kind (see the module docstring), mean
-    over sleeps. The learner must hold the base; it walks through the run's checkpoints, each sleep read before it."""
+    """Per sleep, the share of the (prompt, answer) pairs' answer positions within the threshold of a key of each kind
+    (see the module docstring), mean over sleeps. The learner must hold the base; it walks through the run's checkpoints, each sleep read before it."""
     blocks, threshold = cms_blocks(learner.model), learner.config.model.key_threshold
     opened: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for sleep, checkpoint in enumerate(run.checkpoints()):
