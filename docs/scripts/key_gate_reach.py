@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from somna.learners.text.encoding import IGNORE, encode_pairs, greedy_answers, on_device
+from somna.learners.text.encoding import IGNORE, encode_pairs, greedy_answers
 from somna.learners.text.experts import cms_blocks
 from somna.learners.text.rewards import exact_match
 from somna.learners.text.seeding import closed_book
@@ -47,28 +47,20 @@ KINDS = ("by question keys", "by restatement keys")
 COLUMNS = ["known", "open, per expert", "open, any expert", "kept when open", "kept when shut", "kept", *KINDS]
 
 
-@torch.no_grad()
 def answer_gates(learner, prompts: list[str], answers: list[str]) -> tuple[list[float], torch.Tensor]:
     """Per keyed expert, the share of the pairs' answer positions where its gate opens; and (pairs,) bool, whether
     some keyed expert opens at one of the pair's answer positions."""
-    batch = on_device(encode_pairs(learner.tokenizer, prompts, answers, learner.config.max_length), learner.model)
-    blocks = cms_blocks(learner.model)
-    inputs: dict[int, torch.Tensor] = {}
-    handles = [block.register_forward_pre_hook(lambda _m, args, level=level: inputs.__setitem__(level, args[0])) for level, block in enumerate(blocks)]
-    try:
-        learner.model(**batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    scored = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
-    scored[:, :-1] = batch["labels"][:, 1:] != IGNORE  # the positions that predict an answer token
-    shares, opened = [], torch.zeros_like(scored)
-    for level, block in enumerate(blocks):
-        for e in filter(block.keyed, block.unlocked()):
-            gate = block.key_gate(e, inputs[level])[..., 0].bool() & scored
-            shares.append(float(gate.sum() / scored.sum()))
-            opened |= gate
-    return shares, opened.any(dim=1).cpu()
+    per_pair = (encode_pairs(learner.tokenizer, prompts, answers, learner.config.max_length)["labels"][:, 1:] != IGNORE).sum(dim=1).tolist()
+    shares, opened = [], torch.zeros(len(prompts), dtype=torch.bool)
+    for block in cms_blocks(learner.model):
+        keyed = [e for e in block.unlocked() if block.keyed(e)]
+        if keyed:
+            inputs = level_inputs(learner, block, prompts, answers).to(block.expert_keys)  # the pairs' positions in order
+            for e in keyed:
+                gate = block.key_gate(e, inputs)[:, 0].bool().cpu()
+                shares.append(float(gate.float().mean()))
+                opened |= torch.stack([pair.any() for pair in gate.split(per_pair)])
+    return shares, opened
 
 
 def share(flags: torch.Tensor, among: torch.Tensor) -> float:

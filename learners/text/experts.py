@@ -126,6 +126,11 @@ class ExpertMLP(nn.Module):
             return torch.ones_like(x[..., :1])
         return (self.key_similarity(e, x) >= self.key_threshold).to(x.dtype).unsqueeze(-1)
 
+    def expert_gate(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """(..., 1): expert `e`'s gate on `x`, its router's sigmoid, times its key gate when it has keys."""
+        gate = torch.sigmoid(self.experts[e].gate(x))
+        return gate * self.key_gate(e, x) if self.keyed(e) else gate
+
     def mask_experts(self) -> None:
         """Mask every expert, weights kept: the level computes its base MLP alone (a sleep teacher that reads
         with the base's own skill, `learner.teacher_experts=false`)."""
@@ -144,7 +149,7 @@ class ExpertMLP(nn.Module):
         active = self.unlocked()  # locked experts are never computed: their contribution is exactly zero
         if not active:
             return out
-        gates = torch.cat([torch.sigmoid(self.experts[e].gate(x)) * self.key_gate(e, x) for e in active], dim=-1)
+        gates = torch.cat([self.expert_gate(e, x) for e in active], dim=-1)
         if 0 < self.top_k < len(active):
             keep = torch.zeros_like(gates).scatter(-1, gates.topk(self.top_k, dim=-1).indices, 1.0)
             gates = gates * keep

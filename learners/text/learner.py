@@ -109,15 +109,15 @@ class TextLearner(Learner):
         periods = list(config.model.cms_periods)
         if not periods or any(period < 1 for period in periods):
             raise ValueError(f"learner.model.cms_periods must be a non-empty list of periods >= 1, got {periods}")
-        if config.model.num_experts < 0 or config.model.expert_rank < 1:
-            raise ValueError("learner.model.num_experts must be >= 0 and learner.model.expert_rank >= 1")
         spec = config.model
+        if spec.num_experts < 0 or spec.expert_rank < 1:
+            raise ValueError("learner.model.num_experts must be >= 0 and learner.model.expert_rank >= 1")
         if spec.expert_keys < 0 or not -1.0 <= spec.key_threshold <= 1.0:
             raise ValueError(
                 f"learner.model.expert_keys must be >= 0 and learner.model.key_threshold a cosine similarity in [-1, 1], "
                 f"got {spec.expert_keys} and {spec.key_threshold}"
             )
-        base = load_base(config.model.base)
+        base = load_base(spec.base)
         self.tokenizer = base.tokenizer
         self.skills = {name: rows[: config.skill_probes] for name, rows in base.skills.items() if config.skill_probes > 0}
         torch.manual_seed(seed)  # the experts' random down projections and router rows
