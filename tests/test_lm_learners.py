@@ -269,11 +269,13 @@ def test_a_sleep_that_would_find_no_locked_expert_is_a_config_error(overrides, m
     check_buildable(load_config("fact-stream-micro", [*overrides, "learner.sleep.stages=[knowledge-seeding]"]))  # no expansion, no limit
 
 
-def test_a_keyed_sleep_gives_the_new_expert_the_inputs_it_is_taught_on_and_it_acts_nowhere_else():
-    """With expert_keys, knowledge seeding stores the receiving level's inputs at the new pairs' answer positions as
-    the new expert's keys (as many as there are such positions, up to the bank's size), before it trains; after the
-    sleep, wherever that level's input is below the threshold its output is exactly its base MLP's."""
-    cfg, curriculum, learner = setup("learner.model.expert_keys=4096", "learner.model.key_threshold=0.95")
+@pytest.mark.parametrize("window", [1, 2])
+def test_a_keyed_sleep_gives_the_new_expert_the_inputs_it_is_taught_on_and_it_acts_nowhere_else(window):
+    """With expert_keys, knowledge seeding stores the receiving level's key queries (its inputs, or with key_window 2
+    their sums over two tokens) at the new pairs' answer positions as the new expert's keys (as many as there are such
+    positions, up to the bank's size), before it trains; after the sleep, wherever the level's query is below the
+    threshold its output is exactly its base MLP's."""
+    cfg, curriculum, learner = setup("learner.model.expert_keys=4096", "learner.model.key_threshold=0.95", f"learner.model.key_window={window}")
     learner.wake(curriculum[0])
     context = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0))
     CMSExpansion()(learner, context)
@@ -281,10 +283,12 @@ def test_a_keyed_sleep_gives_the_new_expert_the_inputs_it_is_taught_on_and_it_ac
     seed = derive_seed(learner.seed, 0, SEEDING_SALT)
     new = stage.new_knowledge(learner, context.teacher, curriculum[0], seed)
     block, expert = learner.cms[context.new_expert[0]], context.new_expert[1]
-    taught = answer_inputs(learner.model, block, learner.tokenizer, new, cfg.learner.max_length)
+    inputs = answer_inputs(learner.model, block, learner.tokenizer, new, cfg.learner.max_length)
+    taught = answer_inputs(learner.model, block, learner.tokenizer, new, cfg.learner.max_length, as_queries=True)
+    assert torch.allclose(taught, torch.nn.functional.normalize(inputs, dim=-1), atol=1e-6) == (window == 1)
     metrics = stage(learner, context)
     assert metrics["keys"] == len(taught) == int(block.key_counts[expert]) > 0
-    assert torch.allclose(block.expert_keys[expert, : len(taught)], torch.nn.functional.normalize(taught, dim=-1), atol=1e-5)
+    assert torch.allclose(block.expert_keys[expert, : len(taught)], taught, atol=1e-5)
     assert 0.0 <= metrics["key_gate_open_protect"] <= 1.0 and 0.0 <= metrics["key_gate_open_dev"] <= 1.0
     probe = learner.encode_documents(curriculum[1].test["text"])
     with recorded_outputs(block) as outputs:
@@ -292,16 +296,23 @@ def test_a_keyed_sleep_gives_the_new_expert_the_inputs_it_is_taught_on_and_it_ac
         handle = block.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
         learner.model(**probe)
         handle.remove()
-    far = block.key_similarity(expert, seen[0]) < 0.95
+    far = block.key_similarity(expert, block.key_queries(seen[0], probe["attention_mask"])) < 0.95
     assert far.any() and torch.equal(outputs[0][far], block.base(seen[0])[far])
     rebuilt = build_learner(cfg, curriculum.info)
     rebuilt.load_state_dict(copy.deepcopy(learner.state_dict()))
     assert torch.equal(rebuilt.model(**probe).logits, learner.model(**probe).logits)
 
 
-@pytest.mark.parametrize("override", ["learner.model.expert_keys=-1", "learner.model.key_threshold=1.5"])
-def test_a_keyed_gate_out_of_range_is_a_config_error(override):
-    with pytest.raises(ConfigError, match="learner.model.expert_keys must be >= 0 and learner.model.key_threshold a cosine similarity in") as error:
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("learner.model.expert_keys=-1", "learner.model.expert_keys must be >= 0 and learner.model.key_threshold a cosine similarity in"),
+        ("learner.model.key_threshold=1.5", "learner.model.expert_keys must be >= 0 and learner.model.key_threshold a cosine similarity in"),
+        ("learner.model.key_window=0", "learner.model.key_window must be >= 1"),
+    ],
+)
+def test_a_keyed_gate_out_of_range_is_a_config_error(override, message):
+    with pytest.raises(ConfigError, match=message) as error:
         check_buildable(load_config("fact-stream-micro", [override]))
     assert "\n" not in str(error.value)
 

@@ -24,14 +24,18 @@ def test_a_run_key_names_the_seed_learner_and_kernel_set_but_not_how_the_run_is_
 
 
 def test_a_key_added_since_keeps_old_runs_their_run_key_and_their_run_directory(tmp_path):
-    """A config written before the keyed gate existed has no learner.model.expert_keys: at its old value (off) a run
+    """A config written before the keyed gate existed has none of its keys (learner.model.expert_keys, ...): at their old values a run
     keeps the key and the run directory it had; switched on, it is another run."""
     from omegaconf import OmegaConf
 
     cfg = load_config("fact-stream-micro", ["learner=sleep", "seed=0"])
     before = OmegaConf.to_container(cfg)
-    for name in ("expert_keys", "key_threshold"):
-        del before["learner"]["model"][name]
+    for dotted in lm_table.ADDED_KEYS:  # every key added since, as a config written before any of them has none
+        *path, name = dotted.split(".")
+        holder = before
+        for part in path:
+            holder = holder[part]
+        del holder[name]
     (tmp_path / "summary.json").write_text("{}")
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(before))
     assert lm_table.run_key(OmegaConf.create(before)) == lm_table.run_key(cfg)

@@ -100,6 +100,45 @@ def test_a_keyed_expert_acts_only_near_its_keys():
     assert int(block.key_counts[e]) == 0 and not block.expert_keys.any()
 
 
+@pytest.mark.parametrize("make", [tiny, tiny_llama])
+def test_a_key_window_sums_the_inputs_before_each_position_and_skips_padding(make):
+    """A query is the normalised sum of the unit inputs at a position and the window - 1 before it (by hand); through
+    the model the padding mask reaches the level, so a left-padded copy of a sequence opens the same gates and gives
+    the same logits at its real tokens as the sequence alone (keys at every position, threshold 0.999: a window that
+    took in a pad would shut); generation re-reads the whole sequence (no KV cache)."""
+    model = make()
+    (block,) = attach_cms(model, levels=1, num_experts=1, rank=4, keys=64, key_threshold=0.999, key_window=3)
+    h = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(3))
+    units = torch.nn.functional.normalize(h[0], dim=-1)
+    by_hand = torch.stack([units[max(0, t - 2) : t + 1].sum(dim=0) for t in range(5)])
+    assert torch.allclose(block.key_queries(h)[0], torch.nn.functional.normalize(by_hand, dim=-1), atol=1e-6)
+    assert torch.allclose(block.key_queries(h, torch.tensor([[0, 0, 1, 1, 1]]))[0, 2:], block.key_queries(h[:, 2:])[0], atol=1e-6)
+
+    e = block.unlock()
+    with torch.no_grad():
+        block.experts[e].up.weight.normal_()
+        block.experts[e].gate.bias.fill_(100.0)  # the router fully open: the key gate alone decides
+    ids = torch.randint(3, 300, (1, 8), generator=torch.Generator().manual_seed(4))
+    seen = []
+    handle = block.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    handle.remove()
+    block.store_keys(e, block.key_queries(seen[0])[0], torch.Generator().manual_seed(0))
+
+    def logits(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+
+    alone = logits(ids, torch.ones_like(ids))
+    padded = logits(torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1), torch.tensor([[0] * 3 + [1] * 8]))
+    assert torch.allclose(padded[:, 3:], alone, atol=1e-4) and block.padding is None
+    block.expert_mask.zero_()
+    assert not torch.allclose(logits(ids, torch.ones_like(ids)), alone, atol=1e-4)  # the expert acts, so the match above has teeth
+    block.expert_mask[e] = 1.0
+    if make is tiny_llama:
+        assert model.generation_config.use_cache is False
+        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False)
+
+
 def test_keys_travel_in_the_state_dict_and_a_keyless_cms_has_none():
     keyed = attach_cms(tiny(), levels=2, num_experts=2, rank=4, keys=6)
     keyed[1].unlock()

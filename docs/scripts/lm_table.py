@@ -28,6 +28,8 @@ Fact-stream rows:
                           "keyed gate" sets learner.model.expert_keys = 2048: each new expert keeps its level's inputs
                           at the answer positions of the pairs its sleep trained on, and acts only where an input's
                           cosine similarity to one of them is >= key_threshold (0.95);
+                          "over 2 tokens" sets learner.model.key_window = 2: a key, and the query it is compared
+                          with, sum the level's unit inputs at a position and at the token before it;
                           "cues in rows of their own" sets cue_rows = 4: every step's protection batch holds 4 rows
                           of the cues beside its 4 rows of generations, instead of drawing the cues among them
                           "teacher without experts" sets learner.teacher_experts = false: each sleep's teacher reads
@@ -95,6 +97,7 @@ ROUTER_LOSS = "learner.sleep.options.knowledge-seeding.route_weight=1.0"  # off 
 CUE_ROWS = "learner.sleep.options.knowledge-seeding.cue_rows=4"  # off as shipped; 4 (= batch_size) chosen before any run, not tuned
 TEACHER_WITHOUT_EXPERTS = "learner.teacher_experts=false"  # the sleep's teacher keeps its experts as shipped
 ROUTE_ON_QUESTIONS = "learner.sleep.options.knowledge-seeding.route_on=questions"  # "all" as shipped
+KEY_WINDOW = "learner.model.key_window=2"  # 1 as shipped; 2 chosen on seeds 0 and 1's earlier dev questions and protection rows (docs/lm_results.md, "Keys over a window")
 KEYED_GATE = "learner.model.expert_keys=2048"  # off as shipped; room for every key a sleep gives (~1,400); key_threshold 0.95 keeps 90% of seed 0's own dev answer positions open
 CMS_MEMORY = ["learner.fast_memory=cms", "learner.lr=0.01"]  # wake fine-tunes CMS level 0's MLP
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
@@ -112,6 +115,8 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep (fast memory: CMS level 0) +own questions as cues": ("sleep", [*CMS_MEMORY, CUES]),
     "sleep +own questions as cues, keyed gate": ("sleep", [CUES, KEYED_GATE]),  # does a gate that opens only near what each sleep taught keep the old? (an experiment)
     "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr": ("sleep", [CUES, KEYED_GATE, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR]),  # with the old kept by the keys, does the student fit its teacher closer? (an experiment; the fit switches chosen on dev before)
+    "sleep +own questions as cues, keyed gate over 2 tokens": ("sleep", [CUES, KEYED_GATE, KEY_WINDOW]),  # do keys that also read the token before the answer open less on the old? (an experiment)
+    "sleep +own questions as cues, keyed gate over 2 tokens, 4× seeding steps, ½ seeding lr": ("sleep", [CUES, KEYED_GATE, KEY_WINDOW, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR]),  # the same, with the fit switches (an experiment)
     "sleep +own questions as cues, 4× protection prompts": ("sleep", [CUES, f"{PROTECT_PROMPTS}=1024"]),  # is coverage what skills lack? (an experiment)
     "sleep +own questions as cues, 4× seeding steps": ("sleep", [CUES, f"{SEEDING_STEPS}=1200"]),  # or the strength of each sleep's protection? (an experiment)
     "sleep +own questions as cues, 8× seeding steps": ("sleep", [CUES, f"{SEEDING_STEPS}=2400"]),  # does that lever keep paying? (an experiment)
@@ -134,6 +139,8 @@ FACT_PAIRS = [
     ("sleep +all own questions as cues", "sleep +own questions as cues"),
     ("sleep +own questions as cues, keyed gate", "sleep +own questions as cues"),
     ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, keyed gate"),
+    ("sleep +own questions as cues, keyed gate over 2 tokens", "sleep +own questions as cues, keyed gate"),
+    ("sleep +own questions as cues, keyed gate over 2 tokens, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr"),
     ("sleep (fast memory: CMS level 0) +own questions as cues", "sleep (fast memory: CMS level 0)"),
     ("sleep +own questions as cues, 4× protection prompts", "sleep +own questions as cues"),
     ("sleep +own questions as cues, 4× seeding steps", "sleep +own questions as cues"),
@@ -201,7 +208,7 @@ RUN_KEYS = ("seed", "scenario", "curriculum", "learner")  # the config sections 
 # Config keys added after the ledger began, each with the value that does what runs made before it did: at that value
 # a run keeps the key it had before the key existed (the ledger still finds it), and a run directory made before it
 # still counts as the same run. Add a key here when you add it to a learner's config.
-ADDED_KEYS = {"learner.model.expert_keys": 0, "learner.model.key_threshold": 0.95}
+ADDED_KEYS = {"learner.model.expert_keys": 0, "learner.model.key_threshold": 0.95, "learner.model.key_window": 1}
 
 
 def decided_config(cfg: Any) -> dict[str, Any]:

@@ -19,11 +19,16 @@ Keyed gate (`keys` > 0; GRACE's codebook of edit keys, read as a gate): each exp
 `keys` keys, the level's inputs at the positions a sleep trained it on, and acts only where the input's
 largest cosine similarity to one of its keys is at least `key_threshold`:
 
-    gate_e(x) = sigmoid(router_e(x)) * [max_j cos(x, key_ej) >= key_threshold]
+    gate_e(x) = sigmoid(router_e(x)) * [max_j cos(q(x), key_ej) >= key_threshold]
 
 A linear router row learned the form of the text more than which facts are new (docs/lm_results.md,
 "A gate keyed on what the sleep was taught"); the keys tell new inputs from old ones. An expert with no
-keys stored is gated by its router alone.
+keys stored is gated by its router alone. The query q(x) at a position is the level's input there, or with
+`key_window` W > 1 the sum of the unit inputs at it and the W - 1 real tokens before it; keys are stored
+as queries. At an answer position the input holds the question's form more than whom it asks about, and a
+window lets the tokens just before it count (docs/lm_results.md, "Keys over a window"). A window needs the
+whole sequence in every forward pass: `attach_cms` hands each level the padding mask and turns the base's
+generation KV cache off.
 
 Module names: <layer>.mlp.base (the original MLP), <layer>.mlp.experts.{e}.down / .up / .gate;
 buffer <layer>.mlp.expert_mask: (num_experts,), 1.0 = unlocked; with keys, buffers <layer>.mlp.expert_keys
@@ -69,6 +74,7 @@ class ExpertMLP(nn.Module):
 
     def __init__(
         self, base: nn.Module, dim: int, num_experts: int, rank: int, top_k: int = 0, keys: int = 0, key_threshold: float = 0.95,
+        key_window: int = 1,
     ):
         super().__init__()
         self.base = base
@@ -77,6 +83,8 @@ class ExpertMLP(nn.Module):
         self.experts = nn.ModuleList(LowRankExpert(dim, rank) for _ in range(num_experts)).to(reference.device, reference.dtype)
         self.register_buffer("expert_mask", torch.zeros(num_experts, device=reference.device))
         self.key_threshold = key_threshold
+        self.key_window = key_window
+        self.padding: torch.Tensor | None = None  # (batch, seq) 1 = real token, of the pass in progress (`attach_cms`)
         self.register_buffer("expert_keys", torch.zeros(num_experts, keys, dim, device=reference.device, dtype=reference.dtype) if keys else None)
         self.register_buffer("key_counts", torch.zeros(num_experts, dtype=torch.long, device=reference.device) if keys else None)
         self.novelty_expert: int | None = None
@@ -100,36 +108,47 @@ class ExpertMLP(nn.Module):
             self.expert_keys[e].zero_()
             self.key_counts[e] = 0
 
-    def store_keys(self, e: int, inputs: torch.Tensor, generator: torch.Generator) -> int:
-        """Keep `inputs` (positions, dim), the level's inputs where expert `e` is taught, as its keys (unit rows);
-        beyond the bank's size, a seeded choice of them. Returns how many are stored."""
+    def store_keys(self, e: int, queries: torch.Tensor, generator: torch.Generator) -> int:
+        """Keep `queries` (positions, dim), the level's key queries where expert `e` is taught, as its keys (unit
+        rows); beyond the bank's size, a seeded choice of them. Returns how many are stored."""
         capacity = self.expert_keys.shape[1]
-        if len(inputs) > capacity:
-            inputs = inputs[torch.randperm(len(inputs), generator=generator)[:capacity]]
+        if len(queries) > capacity:
+            queries = queries[torch.randperm(len(queries), generator=generator)[:capacity]]
         self.expert_keys[e].zero_()
-        if len(inputs):
-            self.expert_keys[e, : len(inputs)] = F.normalize(inputs.to(self.expert_keys), dim=-1)
-        self.key_counts[e] = len(inputs)
-        return len(inputs)
+        if len(queries):
+            self.expert_keys[e, : len(queries)] = F.normalize(queries.to(self.expert_keys), dim=-1)
+        self.key_counts[e] = len(queries)
+        return len(queries)
 
-    def key_similarity(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        """(..., ) the largest cosine similarity of each position of `x` to a key of expert `e`."""
+    def key_queries(self, x: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, seq, dim) unit queries of the level's input `x`: at each position, the sum of the unit inputs at
+        it and the `key_window` - 1 positions before it, padding (0 in `padding`, (batch, seq)) left out."""
+        units = F.normalize(x, dim=-1)
+        if self.key_window == 1:
+            return units
+        if padding is not None:
+            units = units * padding[..., None].to(units.dtype)
+        window = sum(F.pad(units, (0, 0, shift, 0))[:, : units.shape[1]] for shift in range(self.key_window))
+        return F.normalize(window, dim=-1)
+
+    def key_similarity(self, e: int, queries: torch.Tensor) -> torch.Tensor:
+        """(..., ) the largest cosine similarity of each of `queries` (unit rows, `key_queries`) to a key of expert `e`."""
         keys = self.expert_keys[e, : int(self.key_counts[e])]
-        return (F.normalize(x, dim=-1) @ keys.T).amax(dim=-1)
+        return (queries @ keys.T).amax(dim=-1)
 
     def keyed(self, e: int) -> bool:
         return self.expert_keys is not None and int(self.key_counts[e]) > 0
 
-    def key_gate(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        """(..., 1): 1 where expert `e` may act on `x` (near one of its keys, or it has none), else 0."""
+    def key_gate(self, e: int, queries: torch.Tensor) -> torch.Tensor:
+        """(..., 1): 1 where expert `e` may act (its key queries near one of its keys, or it has none), else 0."""
         if not self.keyed(e):
-            return torch.ones_like(x[..., :1])
-        return (self.key_similarity(e, x) >= self.key_threshold).to(x.dtype).unsqueeze(-1)
+            return torch.ones_like(queries[..., :1])
+        return (self.key_similarity(e, queries) >= self.key_threshold).to(queries.dtype).unsqueeze(-1)
 
-    def expert_gate(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        """(..., 1): expert `e`'s gate on `x`, its router's sigmoid, times its key gate when it has keys."""
+    def expert_gate(self, e: int, x: torch.Tensor, queries: torch.Tensor | None) -> torch.Tensor:
+        """(..., 1): expert `e`'s gate on `x`, its router's sigmoid, times its key gate on `queries` when it has keys."""
         gate = torch.sigmoid(self.experts[e].gate(x))
-        return gate * self.key_gate(e, x) if self.keyed(e) else gate
+        return gate * self.key_gate(e, queries) if self.keyed(e) else gate
 
     def mask_experts(self) -> None:
         """Mask every expert, weights kept: the level computes its base MLP alone (a sleep teacher that reads
@@ -144,12 +163,22 @@ class ExpertMLP(nn.Module):
             self.expert_mask[e] = 0.0
         return len(unlocked)
 
+    def forward_queries(self, x: torch.Tensor) -> torch.Tensor:
+        """`key_queries` of this pass's input, with the padding mask `attach_cms` recorded for it."""
+        if self.key_window > 1 and self.padding is not None and self.padding.shape != x.shape[:2]:
+            raise RuntimeError(
+                f"a keyed gate with key_window {self.key_window} reads the whole sequence in every forward pass, but this "
+                f"pass has {x.shape[1]} positions and its attention mask {self.padding.shape[1]}: call the model without a KV cache"
+            )
+        return self.key_queries(x, self.padding)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         active = self.unlocked()  # locked experts are never computed: their contribution is exactly zero
         if not active:
             return out
-        gates = torch.cat([self.expert_gate(e, x) for e in active], dim=-1)
+        queries = self.forward_queries(x) if any(self.keyed(e) for e in active) else None
+        gates = torch.cat([self.expert_gate(e, x, queries) for e in active], dim=-1)
         if 0 < self.top_k < len(active):
             keep = torch.zeros_like(gates).scatter(-1, gates.topk(self.top_k, dim=-1).indices, 1.0)
             gates = gates * keep
@@ -172,9 +201,11 @@ def hidden_size(model: nn.Module) -> int:
 
 def attach_cms(
     model: nn.Module, levels: int, num_experts: int, rank: int, top_k: int = 0, keys: int = 0, key_threshold: float = 0.95,
+    key_window: int = 1,
 ) -> list[ExpertMLP]:
     """Wrap the MLPs of the model's last `levels` layers as CMS levels (in place); returns them, level 0 first.
-    `keys` > 0 gives every expert a keyed gate of that many keys (see the module docstring)."""
+    `keys` > 0 gives every expert a keyed gate of that many keys, its queries summed over `key_window` tokens
+    (see the module docstring)."""
     mlps = [name for name, _ in model.named_modules() if name.rsplit(".", 1)[-1] == "mlp"]
     if len(mlps) < levels:
         raise ValueError(
@@ -185,8 +216,26 @@ def attach_cms(
     for name in mlps[len(mlps) - levels :]:
         parent, _, attribute = name.rpartition(".")
         holder = model.get_submodule(parent) if parent else model
-        setattr(holder, attribute, ExpertMLP(getattr(holder, attribute), dim, num_experts, rank, top_k, keys, key_threshold))
+        setattr(holder, attribute, ExpertMLP(getattr(holder, attribute), dim, num_experts, rank, top_k, keys, key_threshold, key_window))
+    if keys and key_window > 1:
+        model.register_forward_pre_hook(record_padding, with_kwargs=True)
+        model.register_forward_hook(forget_padding)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.use_cache = False  # a cached step would show the levels one position of the window
     return cms_blocks(model)
+
+
+def record_padding(model: nn.Module, args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook: give each CMS level the pass's attention mask, so key windows skip the padding."""
+    mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+    for block in cms_blocks(model):
+        block.padding = mask
+
+
+def forget_padding(model: nn.Module, _args: tuple, _output: object) -> None:
+    """Forward hook: the mask belongs to the finished pass only."""
+    for block in cms_blocks(model):
+        block.padding = None
 
 
 def cms_blocks(model: nn.Module) -> list[ExpertMLP]:

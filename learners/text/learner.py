@@ -62,6 +62,7 @@ class LMModelConfig:
     expert_top_k: int = 0  # 0: every unlocked expert is used; k: only the k strongest gates per token
     expert_keys: int = 0  # keyed gate: each expert keeps up to this many keys, the inputs a sleep taught it on, and acts only near them (0: off, the router alone)
     key_threshold: float = 0.95  # the cosine similarity to one of its keys an input needs for a keyed expert to act on it
+    key_window: int = 1  # a keyed gate's query sums the level's unit inputs over this many tokens, ending at the position
 
 
 @dataclass
@@ -117,12 +118,14 @@ class TextLearner(Learner):
                 f"learner.model.expert_keys must be >= 0 and learner.model.key_threshold a cosine similarity in [-1, 1], "
                 f"got {spec.expert_keys} and {spec.key_threshold}"
             )
+        if spec.key_window < 1:
+            raise ValueError(f"learner.model.key_window must be >= 1 (tokens a keyed gate's query spans), got {spec.key_window}")
         base = load_base(spec.base)
         self.tokenizer = base.tokenizer
         self.skills = {name: rows[: config.skill_probes] for name, rows in base.skills.items() if config.skill_probes > 0}
         torch.manual_seed(seed)  # the experts' random down projections and router rows
         self.model = base.model
-        attach_cms(self.model, len(periods), spec.num_experts, spec.expert_rank, spec.expert_top_k, spec.expert_keys, spec.key_threshold)
+        attach_cms(self.model, len(periods), spec.num_experts, spec.expert_rank, spec.expert_top_k, spec.expert_keys, spec.key_threshold, spec.key_window)
         self.model.eval()
         self.step = torch.zeros((), dtype=torch.long)  # wake steps so far: fixes the phase of every period
         self._optimizers: list[tuple[int, torch.optim.Optimizer]] | None = None

@@ -387,30 +387,35 @@ class GKDSeeding(SleepStage):
 
 
 @torch.no_grad()
-def answer_inputs(model: torch.nn.Module, block: torch.nn.Module, tokenizer: Any, data: SeedingData, max_length: int, batch_size: int = 128) -> torch.Tensor:
-    """(positions, dim): `block`'s input at the positions of `data`'s pairs that predict a completion token."""
+def answer_inputs(
+    model: torch.nn.Module, block: torch.nn.Module, tokenizer: Any, data: SeedingData, max_length: int, batch_size: int = 128,
+    as_queries: bool = False,
+) -> torch.Tensor:
+    """(positions, dim): `block`'s input at the positions of `data`'s pairs that predict a completion token; with
+    `as_queries`, what its keyed gate compares with its keys there (`ExpertMLP.key_queries`)."""
     rows = []
     for start in range(0, len(data.prompts), batch_size):
-        batch = encode_pairs(tokenizer, data.prompts[start : start + batch_size], data.completions[start : start + batch_size], max_length)
+        batch = on_device(encode_pairs(tokenizer, data.prompts[start : start + batch_size], data.completions[start : start + batch_size], max_length), model)
         scored = batch["labels"][:, 1:] != IGNORE
         seen: list[torch.Tensor] = []
         handle = block.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
         try:
-            model(**on_device(batch, model))
+            model(**batch)
         finally:
             handle.remove()
-        rows.append(seen[0][:, :-1][scored.to(seen[0].device)].float().cpu())
+        inputs = block.key_queries(seen[0], batch["attention_mask"]) if as_queries else seen[0]
+        rows.append(inputs[:, :-1][scored].float().cpu())
     return torch.cat(rows) if rows else torch.zeros(0, 0)
 
 
 def store_keys(learner: TextSleepLearner, new_expert: tuple[int, int], new: SeedingData, protect: SeedingData, experience: Any, seed: int) -> Metrics:
-    """Give the new expert its keyed gate's keys: its level's inputs at the answer positions of the new pairs, where
+    """Give the new expert its keyed gate's keys: its level's key queries at the answer positions of the new pairs, where
     it is taught (the level's input does not depend on the expert, so they stay its inputs as it trains).
     Logged: how many are stored, and the share of answer positions the gate leaves open on (up to 64 of)
     protection's rows and on the experience's dev questions."""
     level, expert = new_expert
     block, model, max_length = learner.cms[level], learner.model, learner.config.max_length
-    stored = block.store_keys(expert, answer_inputs(model, block, learner.tokenizer, new, max_length), torch.Generator().manual_seed(seed))
+    stored = block.store_keys(expert, answer_inputs(model, block, learner.tokenizer, new, max_length, as_queries=True), torch.Generator().manual_seed(seed))
     dev = list(getattr(experience, "dev", None) or [])
     probes = {
         "protect": protect.take(pick(len(protect.prompts), min(64, len(protect.prompts)), seed)),
@@ -419,8 +424,8 @@ def store_keys(learner: TextSleepLearner, new_expert: tuple[int, int], new: Seed
     metrics = {"keys": float(stored)}
     for name, data in probes.items():
         if data.prompts:
-            inputs = answer_inputs(model, block, learner.tokenizer, data, max_length)
-            metrics[f"key_gate_open_{name}"] = float(block.key_gate(expert, inputs.to(block.expert_keys)).mean())
+            queries = answer_inputs(model, block, learner.tokenizer, data, max_length, as_queries=True)
+            metrics[f"key_gate_open_{name}"] = float(block.key_gate(expert, queries.to(block.expert_keys)).mean())
     return metrics
 
 
