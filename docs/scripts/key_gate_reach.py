@@ -18,6 +18,10 @@ in every CMS level; per run:
   by restatement keys   within key_threshold of a key from the teacher's closed-book questions, and of one from
                         its passage restatements (the sleep's pairs rebuilt as it drew them; mean over sleeps)
 
+  own question tokens   after the stream, each sleep's expert on its own experience's dev questions: the share of
+  own answer positions  the questions' tokens (the whole question, read as text) and of their answer positions where
+                        its gate opens (mean over sleeps)
+
 kept = 1 − open × (1 − kept when open) (when nothing is lost where no gate opens): whether what is left lies in
 opening less (the threshold, the keys, how many experts) or in doing less harm where a gate opens (protection).
 
@@ -39,12 +43,14 @@ from somna.learners.text.sleep import receiver_level
 from key_separation import nearest_key  # this script's folder is on sys.path when it runs
 from protection_coverage import world_facts
 from readback import cached_in_run, readback_args, rebuilt, write_row_table
-from router_reach import WORLD_FACTS
+from router_reach import WORLD_FACTS, experts_by_sleep
 from seeding_coverage import sleep_pairs
 
 CACHE = "key_gate_reach.json"
+OWN_CACHE = "key_gate_own_questions.json"
 KINDS = ("by question keys", "by restatement keys")
-COLUMNS = ["known", "open, per expert", "open, any expert", "kept when open", "kept when shut", "kept", *KINDS]
+OWN = ("own question tokens", "own answer positions")
+COLUMNS = ["known", "open, per expert", "open, any expert", "kept when open", "kept when shut", "kept", *KINDS, *OWN]
 
 
 def gate_queries(learner, block, prompts: list[str], answers: list[str]) -> torch.Tensor:
@@ -114,6 +120,23 @@ def run_reach(run_dir: Path) -> dict[str, float]:
     }
 
 
+@cached_in_run(OWN_CACHE)
+def run_own_questions(run_dir: Path) -> dict[str, float]:
+    """The OWN columns (see the module docstring)."""
+    run, learner, experiences = rebuilt(run_dir)
+    checkpoints = run.checkpoints()
+    learner.load_state_dict(checkpoints[-1].load())
+    opened: dict[str, list[float]] = {column: [] for column in OWN}
+    for (block, expert), checkpoint in zip(experts_by_sleep(learner, len(checkpoints)), checkpoints):
+        dev = experiences[checkpoint.index].dev
+        questions = [row["prompt"] for row in dev]
+        read_as_text = gate_queries(learner, block, [""] * len(questions), questions)
+        answered = gate_queries(learner, block, questions, [row["answer"] for row in dev])
+        for column, queries in zip(OWN, (read_as_text, answered)):
+            opened[column].append(float(block.key_gate(expert, queries.to(block.expert_keys)).mean()))
+    return {column: sum(values) / len(values) for column, values in opened.items()}
+
+
 def main() -> None:
     args = readback_args(__doc__, "key_gate_reach")
     write_row_table(
@@ -122,9 +145,9 @@ def main() -> None:
         "greedy answer; kept: the final model still answers a fact the base answered.",
         "| row | world facts the base answers | answer positions a gate opens, per expert | facts where some gate opens "
         "| kept where a gate opens | kept where none opens | kept | per sleep, answer positions near a key of its questions "
-        "| near a key of its restatements |",
+        "| near a key of its restatements | its own dev questions, tokens a gate opens | their answer positions |",
         COLUMNS,
-        run_reach,
+        lambda run_dir: run_reach(run_dir) | run_own_questions(run_dir),
     )
 
 

@@ -25,7 +25,8 @@ Fact-stream rows:
                           "router loss on questions" reads only both sides' closed-book questions (route_on);
                           "½ seeding lr" halves the 4× row's knowledge-seeding lr (0.01 instead of 0.02), and
                           "2× teacher questions" also has the teacher write 16 questions per passage instead of 8;
-                          "keyed gate" sets learner.model.expert_keys = 2048: each new expert keeps its level's inputs
+                          "keyed gate" sets learner.model.expert_keys = 2048 (4096 with 2× teacher questions, room
+                          for every key a sleep gives in both): each new expert keeps its level's inputs
                           at the answer positions of the pairs its sleep trained on, and acts only where an input's
                           cosine similarity to one of them is >= key_threshold (0.95);
                           "over 2 tokens" sets learner.model.key_window = 2: a key, and the query it is compared
@@ -99,6 +100,7 @@ TEACHER_WITHOUT_EXPERTS = "learner.teacher_experts=false"  # the sleep's teacher
 ROUTE_ON_QUESTIONS = "learner.sleep.options.knowledge-seeding.route_on=questions"  # "all" as shipped
 KEY_WINDOW = "learner.model.key_window=2"  # 1 as shipped; 2 chosen on seeds 0 and 1's earlier dev questions and protection rows (docs/lm_results.md, "Keys over a window")
 KEYED_GATE = "learner.model.expert_keys=2048"  # off as shipped; room for every key a sleep gives (~1,400); key_threshold 0.95 keeps 90% of seed 0's own dev answer positions open
+KEYED_GATE_ROOM_FOR_2X = "learner.model.expert_keys=4096"  # the same rule with twice the teacher's questions (~2,800 keys a sleep)
 CMS_MEMORY = ["learner.fast_memory=cms", "learner.lr=0.01"]  # wake fine-tunes CMS level 0's MLP
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("base", []),
@@ -115,6 +117,7 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep (fast memory: CMS level 0) +own questions as cues": ("sleep", [*CMS_MEMORY, CUES]),
     "sleep +own questions as cues, keyed gate": ("sleep", [CUES, KEYED_GATE]),  # does a gate that opens only near what each sleep taught keep the old? (an experiment)
     "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr": ("sleep", [CUES, KEYED_GATE, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR]),  # with the old kept by the keys, does the student fit its teacher closer? (an experiment; the fit switches chosen on dev before)
+    "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions": ("sleep", [CUES, KEYED_GATE_ROOM_FOR_2X, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16"]),  # does asking twice the questions bring the newest experience closer to its teacher, and what do twice the question keys open on the old? (an experiment)
     "sleep +own questions as cues, keyed gate over 2 tokens": ("sleep", [CUES, KEYED_GATE, KEY_WINDOW]),  # do keys that also read the token before the answer open less on the old? (an experiment)
     "sleep +own questions as cues, keyed gate over 2 tokens, 4× seeding steps, ½ seeding lr": ("sleep", [CUES, KEYED_GATE, KEY_WINDOW, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR]),  # the same, with the fit switches (an experiment)
     "sleep +own questions as cues, 4× protection prompts": ("sleep", [CUES, f"{PROTECT_PROMPTS}=1024"]),  # is coverage what skills lack? (an experiment)
@@ -139,6 +142,7 @@ FACT_PAIRS = [
     ("sleep +all own questions as cues", "sleep +own questions as cues"),
     ("sleep +own questions as cues, keyed gate", "sleep +own questions as cues"),
     ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, keyed gate"),
+    ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr"),
     ("sleep +own questions as cues, keyed gate over 2 tokens", "sleep +own questions as cues, keyed gate"),
     ("sleep +own questions as cues, keyed gate over 2 tokens, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr"),
     ("sleep (fast memory: CMS level 0) +own questions as cues", "sleep (fast memory: CMS level 0)"),
