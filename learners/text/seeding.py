@@ -410,7 +410,7 @@ def answer_inputs(
 
 def store_keys(learner: TextSleepLearner, new_expert: tuple[int, int], new: SeedingData, protect: SeedingData, experience: Any, seed: int) -> Metrics:
     """Give the new expert its keyed gate's keys: its level's key queries at the answer positions of the new pairs, where
-    it is taught (the level's input does not depend on the expert, so they stay its inputs as it trains).
+    it is taught (the level's input does not depend on the expert, so they stay its queries there as it trains).
     Logged: how many are stored, and the share of answer positions the gate leaves open on (up to 64 of)
     protection's rows and on the experience's dev questions."""
     level, expert = new_expert
