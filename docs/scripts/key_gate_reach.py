@@ -37,10 +37,10 @@ import torch
 from somna.learners.text.encoding import IGNORE, encode_pairs, greedy_answers
 from somna.learners.text.experts import cms_blocks
 from somna.learners.text.rewards import exact_match
-from somna.learners.text.seeding import SeedingData, answer_inputs, closed_book
+from somna.learners.text.seeding import closed_book
 from somna.learners.text.sleep import receiver_level
 
-from key_separation import nearest_key  # this script's folder is on sys.path when it runs
+from key_separation import level_inputs, nearest_key  # this script's folder is on sys.path when it runs
 from protection_coverage import world_facts
 from readback import cached_in_run, readback_args, rebuilt, write_row_table
 from router_reach import WORLD_FACTS, experts_by_sleep
@@ -53,11 +53,6 @@ OWN = ("own question tokens", "own answer positions")
 COLUMNS = ["known", "open, per expert", "open, any expert", "kept when open", "kept when shut", "kept", *KINDS, *OWN]
 
 
-def gate_queries(learner, block, prompts: list[str], answers: list[str]) -> torch.Tensor:
-    """(positions, dim): what `block`'s keyed gates compare with their keys at the answers' positions (its key queries)."""
-    return answer_inputs(learner.model, block, learner.tokenizer, SeedingData(prompts, prompts, answers), learner.config.max_length, as_queries=True)
-
-
 def answer_gates(learner, prompts: list[str], answers: list[str]) -> tuple[list[float], torch.Tensor]:
     """Per keyed expert, the share of the pairs' answer positions where its gate opens; and (pairs,) bool, whether
     some keyed expert opens at one of the pair's answer positions."""
@@ -66,7 +61,7 @@ def answer_gates(learner, prompts: list[str], answers: list[str]) -> tuple[list[
     for block in cms_blocks(learner.model):
         keyed = [e for e in block.unlocked() if block.keyed(e)]
         if keyed:
-            queries = gate_queries(learner, block, prompts, answers).to(block.expert_keys)  # the pairs' positions in order
+            queries = level_inputs(learner, block, prompts, answers, as_queries=True).to(block.expert_keys)  # the pairs' positions in order
             for e in keyed:
                 gate = block.key_gate(e, queries)[:, 0].bool().cpu()
                 shares.append(float(gate.float().mean()))
@@ -88,9 +83,9 @@ def opened_by_kind(run, learner, experiences: list, prompts: list[str], answers:
         block = blocks[receiver_level(learner.config.receiver, len(blocks), sleep)]
         taught = sleep_pairs(learner, experiences[checkpoint.index])
         questions, restatements = taught.partition({p for p in taught.prompts if closed_book(p)})
-        old = gate_queries(learner, block, prompts, answers)
+        old = level_inputs(learner, block, prompts, answers, as_queries=True)
         for kind, pairs in zip(KINDS, (questions, restatements)):
-            keys = gate_queries(learner, block, pairs.prompts, pairs.completions)
+            keys = level_inputs(learner, block, pairs.prompts, pairs.completions, as_queries=True)
             opened[kind].append(float((nearest_key(keys, old) >= threshold).float().mean()))
         learner.load_state_dict(checkpoint.load())
     return {kind: sum(values) / len(values) for kind, values in opened.items()}
@@ -130,8 +125,8 @@ def run_own_questions(run_dir: Path) -> dict[str, float]:
     for (block, expert), checkpoint in zip(experts_by_sleep(learner, len(checkpoints)), checkpoints):
         dev = experiences[checkpoint.index].dev
         questions = [row["prompt"] for row in dev]
-        read_as_text = gate_queries(learner, block, [""] * len(questions), questions)
-        answered = gate_queries(learner, block, questions, [row["answer"] for row in dev])
+        read_as_text = level_inputs(learner, block, [""] * len(questions), questions, as_queries=True)
+        answered = level_inputs(learner, block, questions, [row["answer"] for row in dev], as_queries=True)
         for column, queries in zip(OWN, (read_as_text, answered)):
             opened[column].append(float(block.key_gate(expert, queries.to(block.expert_keys)).mean()))
     return {column: sum(values) / len(values) for column, values in opened.items()}

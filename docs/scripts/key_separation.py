@@ -46,9 +46,10 @@ GATES = ("key", "router")
 KEEP_OWN_OPEN = 0.9
 
 
-def level_inputs(learner, block: ExpertMLP, prompts: list[str], answers: list[str]) -> torch.Tensor:
-    """(positions, dim): `block`'s input at the positions that predict the answers' tokens (what a keyed gate stores)."""
-    return answer_inputs(learner.model, block, learner.tokenizer, SeedingData(prompts, prompts, answers), learner.config.max_length)
+def level_inputs(learner, block: ExpertMLP, prompts: list[str], answers: list[str], as_queries: bool = False) -> torch.Tensor:
+    """(positions, dim): `block`'s input at the positions that predict the answers' tokens (what a keyed gate stores);
+    with `as_queries`, its key queries there (what its keyed gates compare with their keys)."""
+    return answer_inputs(learner.model, block, learner.tokenizer, SeedingData(prompts, prompts, answers), learner.config.max_length, as_queries=as_queries)
 
 
 def nearest_key(keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:

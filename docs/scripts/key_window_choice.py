@@ -30,11 +30,11 @@ import torch
 
 from somna.learners.base import derive_seed
 from somna.learners.text.experts import ExpertMLP, cms_blocks
-from somna.learners.text.seeding import SEEDING_SALT, SeedingData, answer_inputs
+from somna.learners.text.seeding import SEEDING_SALT
 from somna.learners.text.sleep import receiver_level
 from somna.platform.provenance import provenance_line
 
-from key_separation import KEEP_OWN_OPEN, auc, nearest_key, open_at  # this script's folder is on sys.path when it runs
+from key_separation import KEEP_OWN_OPEN, auc, level_inputs, nearest_key, open_at  # this script's folder is on sys.path when it runs
 from lm_table import write_between_markers
 from protection_coverage import world_facts
 from readback import cached_in_run, cell, readback_args, rebuilt
@@ -56,8 +56,9 @@ def key_window(block: ExpertMLP, window: int) -> Iterator[None]:
         block.key_window = kept
 
 
-def questions(rows: list[dict[str, str]]) -> SeedingData:
-    return SeedingData([r["prompt"] for r in rows], [r["prompt"] for r in rows], [r["answer"] for r in rows])
+def questions(rows: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+    """(prompts, answers) of dev rows."""
+    return [r["prompt"] for r in rows], [r["answer"] for r in rows]
 
 
 @cached_in_run(CACHE)
@@ -66,7 +67,6 @@ def run_windows(run_dir: Path) -> dict[str, float]:
     run, learner, experiences = rebuilt(run_dir)
     stage = learner.sleep_stages["knowledge-seeding"]
     world = world_facts(learner.config.model.base)[:WORLD_FACTS]
-    world_data = SeedingData([f.prompt for f in world], [f.prompt for f in world], [f.answer for f in world])
     scores: dict[str, list[float]] = {}
     blocks = cms_blocks(learner.model)
     for sleep, checkpoint in enumerate(run.checkpoints()):
@@ -74,18 +74,18 @@ def run_windows(run_dir: Path) -> dict[str, float]:
         block = blocks[receiver_level(learner.config.receiver, len(blocks), sleep)]
         taught = sleep_pairs(learner, experience)  # the learner is still the slow model of this sleep
         asked = set(taught.prompts)
-        groups = {
+        protection = stage.protection(learner, learner.frozen_copy(), derive_seed(learner.seed, experience.index, SEEDING_SALT))
+        groups = {  # (prompts, answers) of each group
             "own": questions([r for r in experience.dev if r["prompt"] not in asked]),
-            "protection": stage.protection(learner, learner.frozen_copy(), derive_seed(learner.seed, experience.index, SEEDING_SALT)),
-            "world": world_data,
+            "protection": (protection.prompts, protection.completions),
+            "world": ([f.prompt for f in world], [f.answer for f in world]),
         }
         if checkpoint.index:
             groups["earlier"] = questions([row for e in experiences[: checkpoint.index] for row in e.dev])
         for window in WINDOWS:
             with key_window(block, window), torch.no_grad():
-                queries = lambda data: answer_inputs(learner.model, block, learner.tokenizer, data, learner.config.max_length, as_queries=True)  # noqa: E731
-                keys = queries(taught)
-                nearest = {group: nearest_key(keys, queries(data)) for group, data in groups.items()}
+                keys = level_inputs(learner, block, taught.prompts, taught.completions, as_queries=True)
+                nearest = {group: nearest_key(keys, level_inputs(learner, block, *pairs, as_queries=True)) for group, pairs in groups.items()}
             scores.setdefault(f"{window}/threshold", []).append(float(torch.quantile(nearest["own"], 1 - KEEP_OWN_OPEN)))
             for group in OLD:
                 if group in nearest:

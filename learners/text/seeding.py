@@ -389,7 +389,7 @@ class GKDSeeding(SleepStage):
 @torch.no_grad()
 def answer_inputs(
     model: torch.nn.Module, block: torch.nn.Module, tokenizer: Any, data: SeedingData, max_length: int, batch_size: int = 128,
-    as_queries: bool = False,
+    *, as_queries: bool = False,
 ) -> torch.Tensor:
     """(positions, dim): `block`'s input at the positions of `data`'s pairs that predict a completion token; with
     `as_queries`, what its keyed gate compares with its keys there (`ExpertMLP.key_queries`)."""
