@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from somna.learners.base import SleepConfig, SleepContext, derive_seed
-from somna.learners.text.encoding import IGNORE, sample_completions
+from somna.learners.text.encoding import IGNORE, encode_pairs, sample_completions, scored_log_probs
 from somna.learners.text.rewards import chrf
+from somna.learners.text import seeding
 from somna.learners.text.learner import training_only
 from somna.learners.text.experts import recorded_outputs
 from somna.learners.text.seeding import (
-    SEEDING_SALT, GKDSeeding, GKDSeedingOptions, SeedingData, answer_inputs, routing_loss, step_rows, supervised_steps,
+    SEEDING_SALT, GKDSeeding, GKDSeedingOptions, SeedingData, answer_inputs, gate_open_rows, routing_loss, step_rows, store_keys,
+    supervised_steps,
 )
 from somna.learners.text.sleep import CMSExpansion
 from somna.platform.builders import build_curriculum, build_learner
@@ -303,12 +305,50 @@ def test_a_keyed_sleep_gives_the_new_expert_the_inputs_it_is_taught_on_and_it_ac
     assert torch.equal(rebuilt.model(**probe).logits, learner.model(**probe).logits)
 
 
+@pytest.mark.parametrize("periods, threshold", [("[1,2]", 0.8), ("[1,2,4]", 0.95)])  # level 1 in the last layer, then a middle one
+def test_protection_where_the_gate_opens_keeps_exactly_the_rows_whose_scored_outputs_the_expert_can_change(periods, threshold, monkeypatch):
+    """gate_open_rows: a protection row whose answers the new expert (random weights, keyed) leaves bit-identical to the
+    slow model's is dropped, and every row it changes is kept, in the last layer and below it (thresholds that open the
+    micro base's gate on some rows but not all); with protect_where=gate-open, those rows are all the protection the
+    seeding steps are given."""
+    cfg, curriculum, learner = setup(
+        "learner.model.expert_keys=4096", f"learner.model.key_threshold={threshold}", f"learner.model.cms_periods={periods}", "learner.receiver=1",
+    )
+    learner.wake(curriculum[0])
+    context = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0))
+    CMSExpansion()(learner, context)
+    options = dict(questions_per_passage=2, num_prompts=4, protect_prompts=32, max_new_tokens=8)
+    stage = GKDSeeding.with_options(**options)
+    seed = derive_seed(learner.seed, 0, SEEDING_SALT)
+    new, protect = stage.new_knowledge(learner, context.teacher, curriculum[0], seed), stage.protection(learner, context.slow, seed)
+    store_keys(learner, context.new_expert, new, protect, curriculum[0], seed)
+    kept = gate_open_rows(learner, context.new_expert, protect)
+    level_index, expert = context.new_expert
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for weight in learner.cms[level_index].experts[expert].parameters():
+            weight.normal_()
+    changes = []
+    for prompt, completion in zip(protect.prompts, protect.completions):
+        batch = encode_pairs(learner.tokenizer, [prompt], [completion], cfg.learner.max_length)
+        changes.append(not torch.equal(scored_log_probs(learner.model, batch), scored_log_probs(context.slow, batch)))
+    assert [i for i, change in enumerate(changes) if change] == kept
+    assert 0 < len(kept) < len(protect.prompts)
+    drawn = []
+    monkeypatch.setattr(seeding, "supervised_steps", lambda learner, new, protect, *args, **kwargs: drawn.append(protect) or 0.0)
+    metrics = GKDSeeding.with_options(**options, protect_where="gate-open")(learner, context)
+    assert drawn[0].prompts == [protect.prompts[i] for i in kept]  # every protection row a step may draw is one of them
+    assert (metrics["protect_rows"], metrics["protect_rows_gate_open"]) == (len(protect.prompts), len(kept))
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
         ("learner.model.expert_keys=-1", "learner.model.expert_keys must be >= 0 and learner.model.key_threshold a cosine similarity in"),
         ("learner.model.key_threshold=1.5", "learner.model.expert_keys must be >= 0 and learner.model.key_threshold a cosine similarity in"),
         ("learner.model.key_window=0", "learner.model.key_window must be >= 1"),
+        ("learner.sleep.options.knowledge-seeding.protect_where=gate-open", "protect_where=gate-open reads the new expert's keyed gate: set learner.model.expert_keys > 0"),
+        ("learner.sleep.options.knowledge-seeding.protect_where=open", "protect_where must be one of all, gate-open, got 'open'"),
     ],
 )
 def test_a_keyed_gate_out_of_range_is_a_config_error(override, message):

@@ -31,6 +31,8 @@ Fact-stream rows:
                           cosine similarity to one of them is >= key_threshold (0.95);
                           "over 2 tokens" sets learner.model.key_window = 2: a key, and the query it is compared
                           with, sum the level's unit inputs at a position and at the token before it;
+                          "protection where the gate opens" sets knowledge-seeding protect_where = gate-open: each
+                          step's protection rows are drawn only from those the new expert's keyed gate opens on;
                           "cues in rows of their own" sets cue_rows = 4: every step's protection batch holds 4 rows
                           of the cues beside its 4 rows of generations, instead of drawing the cues among them
                           "teacher without experts" sets learner.teacher_experts = false: each sleep's teacher reads
@@ -101,6 +103,7 @@ ROUTE_ON_QUESTIONS = "learner.sleep.options.knowledge-seeding.route_on=questions
 KEY_WINDOW = "learner.model.key_window=2"  # 1 as shipped; 2 chosen on seeds 0 and 1's earlier dev questions and protection rows (docs/lm_results.md, "Keys over a window")
 KEYED_GATE = "learner.model.expert_keys=2048"  # off as shipped; room for every key a sleep gives (~1,400); key_threshold 0.95 keeps 90% of seed 0's own dev answer positions open
 KEYED_GATE_ROOM_FOR_2X = "learner.model.expert_keys=4096"  # the same rule with twice the teacher's questions (~2,800 keys a sleep)
+PROTECT_WHERE_GATE_OPENS = "learner.sleep.options.knowledge-seeding.protect_where=gate-open"  # "all" as shipped
 CMS_MEMORY = ["learner.fast_memory=cms", "learner.lr=0.01"]  # wake fine-tunes CMS level 0's MLP
 FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("base", []),
@@ -118,6 +121,8 @@ FACT_ROWS: dict[str, tuple[str, list[str]]] = {
     "sleep +own questions as cues, keyed gate": ("sleep", [CUES, KEYED_GATE]),  # does a gate that opens only near what each sleep taught keep the old? (an experiment)
     "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr": ("sleep", [CUES, KEYED_GATE, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR]),  # with the old kept by the keys, does the student fit its teacher closer? (an experiment; the fit switches chosen on dev before)
     "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions": ("sleep", [CUES, KEYED_GATE_ROOM_FOR_2X, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16"]),  # does asking twice the questions bring the newest experience closer to its teacher, and what do twice the question keys open on the old? (an experiment)
+    "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions, protection where the gate opens": ("sleep", [CUES, KEYED_GATE_ROOM_FOR_2X, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", PROTECT_WHERE_GATE_OPENS]),  # does protection that guards only the rows the new expert's gate opens on keep the skills? (an experiment; fixed before any run)
+    "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions, protection where the gate opens, 4× protection prompts": ("sleep", [CUES, KEYED_GATE_ROOM_FOR_2X, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR, f"{QUESTIONS}=16", PROTECT_WHERE_GATE_OPENS, f"{PROTECT_PROMPTS}=1024"]),  # with four times the generations to find them in, more rows the gate opens on (an experiment; fixed before any run)
     "sleep +own questions as cues, keyed gate over 2 tokens": ("sleep", [CUES, KEYED_GATE, KEY_WINDOW]),  # do keys that also read the token before the answer open less on the old? (an experiment)
     "sleep +own questions as cues, keyed gate over 2 tokens, 4× seeding steps, ½ seeding lr": ("sleep", [CUES, KEYED_GATE, KEY_WINDOW, f"{SEEDING_STEPS}=1200", HALF_SEEDING_LR]),  # the same, with the fit switches (an experiment)
     "sleep +own questions as cues, 4× protection prompts": ("sleep", [CUES, f"{PROTECT_PROMPTS}=1024"]),  # is coverage what skills lack? (an experiment)
@@ -143,6 +148,8 @@ FACT_PAIRS = [
     ("sleep +own questions as cues, keyed gate", "sleep +own questions as cues"),
     ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, keyed gate"),
     ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr"),
+    ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions, protection where the gate opens", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
+    ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions, protection where the gate opens, 4× protection prompts", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions, protection where the gate opens"),
     ("sleep +own questions as cues, keyed gate over 2 tokens", "sleep +own questions as cues, keyed gate"),
     ("sleep +own questions as cues, keyed gate over 2 tokens, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr"),
     ("sleep (fast memory: CMS level 0) +own questions as cues", "sleep (fast memory: CMS level 0)"),
@@ -357,6 +364,8 @@ KEY_GATE_LOGS = {  # header -> knowledge-seeding metric of a keyed gate (seeding
     "keys per sleep": "keys",
     "key gate open: own dev questions": "key_gate_open_dev",
     "key gate open: protection rows": "key_gate_open_protect",
+    "protection rows": "protect_rows",  # logged only with protect_where=gate-open
+    "of them where the gate opens": "protect_rows_gate_open",
 }
 
 
@@ -368,9 +377,11 @@ def key_gate_rows(results: dict[str, list[Outcome]]) -> list[str]:
     columns = {header: (lambda run, key=key: run.sleep_logs.get(key)) for header, key in KEY_GATE_LOGS.items()}
     title = (
         "The keyed gate (mean over a run's sleeps): the keys the new expert stored, and the share of answer positions "
-        "where its gate lets it act, on the experience's dev questions and on protection's rows (the slow model's own):"
+        "where its gate lets it act, on the experience's dev questions and on protection's rows (the slow model's own); "
+        "with protection where the gate opens, how many protection rows a sleep had and on how many of them the gate "
+        "opens (the rows its steps drew from; — where not logged):"
     )
-    return per_run_table(title, results, columns, digits={"keys per sleep": 0})
+    return per_run_table(title, results, columns, digits={"keys per sleep": 0, "protection rows": 0, "of them where the gate opens": 0})
 
 
 def fact_scores(run: Outcome) -> list[float]:

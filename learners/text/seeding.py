@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 
 SEEDING_SALT = 7
 ROUTE_ON = ("all", "questions")  # the rows the router loss reads (`GKDSeedingOptions.route_on`)
+PROTECT_WHERE = ("all", "gate-open")  # the protection rows each step draws from (`GKDSeedingOptions.protect_where`)
 PROTECT_TEMPERATURE = 0.7  # the slow model's own generations: at 1.0 a small base's samples drift off its knowledge
 
 COMMON_ARGS: dict[str, Any] = {
@@ -220,6 +222,7 @@ class GKDSeedingOptions:
     cue_rows: int = 0  # protection rows per step drawn from those cues alone, beside batch_size from the generations (0: one shared draw)
     route_weight: float = 0.0  # router loss: the new expert's router row learns to open on the new pairs and stay shut on protection's (0: off)
     route_on: str = "all"  # the rows the router loss reads: "all", or only the closed-book "questions" of both sides
+    protect_where: str = "all"  # protection's rows: "all", or "gate-open": those on which the new expert's keyed gate opens (needs learner.model.expert_keys)
     batch_size: int = 4
     num_generations: int = 4
     max_new_tokens: int = 24
@@ -233,8 +236,9 @@ class GKDSeedingOptions:
             raise ValueError(f"learner.sleep.options.knowledge-seeding.protect_share must be in [0, 1), got {self.protect_share}")
         if self.rounds < 1:
             raise ValueError(f"learner.sleep.options.knowledge-seeding.rounds must be >= 1, got {self.rounds}")
-        if self.route_on not in ROUTE_ON:
-            raise ValueError(f"learner.sleep.options.knowledge-seeding.route_on must be one of {', '.join(ROUTE_ON)}, got {self.route_on!r}")
+        for key, allowed in (("route_on", ROUTE_ON), ("protect_where", PROTECT_WHERE)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"learner.sleep.options.knowledge-seeding.{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         for key in ("steps", "imitation_steps", "questions_per_passage", "num_prompts", "protect_prompts", "rehearse_questions", "cue_rows", "route_weight"):
             if getattr(self, key) < 0:
                 raise ValueError(f"learner.sleep.options.knowledge-seeding.{key} must be >= 0, got {getattr(self, key)}")
@@ -296,7 +300,10 @@ class GKDSeeding(SleepStage):
     before and after, dev-split exact match of the teacher (the "in fast memory" ceiling) and of
     the student before and after, and how far the new expert's router opens on new and on protection rows.
     With a keyed gate (`learner.model.expert_keys`), the new expert's keys are stored before any step
-    (`store_keys`), so it trains, as it will act, only near the inputs of its new pairs.
+    (`store_keys`), so it trains, as it will act, only near the inputs of its new pairs. Protection's KL then
+    reaches the expert only through the rows its gate opens on: with `protect_where="gate-open"` every
+    protection row drawn is one of those (`gate_open_rows`), so the old inputs the gate lets through are the
+    ones guarded.
     """
 
     Options = GKDSeedingOptions
@@ -305,6 +312,8 @@ class GKDSeeding(SleepStage):
     def check_stages(self, stages: list[str]) -> None:
         if self.options.route_weight and "expansion" not in stages:
             raise ValueError("learner.sleep.options.knowledge-seeding.route_weight trains a new expert's router: it needs expansion in learner.sleep.stages")
+        if self.options.protect_where == "gate-open" and "expansion" not in stages:
+            raise ValueError("learner.sleep.options.knowledge-seeding.protect_where=gate-open reads a new expert's keyed gate: it needs expansion in learner.sleep.stages")
 
     def __call__(self, learner: TextSleepLearner, context: TextSleepContext) -> Metrics:
         opts, model, tokenizer = self.options, learner.model, learner.tokenizer
@@ -314,9 +323,13 @@ class GKDSeeding(SleepStage):
         new = self.new_knowledge(learner, teacher, context.experience, seed)
         protect = self.protection(learner, slow, seed)
         metrics: Metrics = {}
+        guarded = protect
         if context.new_expert and learner.cms[context.new_expert[0]].expert_keys is not None:
             metrics |= store_keys(learner, context.new_expert, new, protect, context.experience, seed)
-        cues, generations = protect.partition(set(learner.rehearsal_cues)) if opts.cue_rows else (None, protect)
+            if opts.protect_where == "gate-open":
+                guarded = protect.take(gate_open_rows(learner, context.new_expert, protect))
+                metrics |= {"protect_rows": float(len(protect.prompts)), "protect_rows_gate_open": float(len(guarded.prompts))}
+        cues, generations = guarded.partition(set(learner.rehearsal_cues)) if opts.cue_rows else (None, guarded)
         gap = lambda: completion_kl(teacher, model, tokenizer, new.teacher_prompts, new.prompts, new.completions, learner.config.max_length)  # noqa: E731
         trainable = learner.sleep_parameters(context)
         router = learner.cms[context.new_expert[0]].experts[context.new_expert[1]].gate if context.new_expert else None
@@ -387,6 +400,21 @@ class GKDSeeding(SleepStage):
 
 
 @torch.no_grad()
+def level_passes(
+    model: torch.nn.Module, block: torch.nn.Module, tokenizer: Any, data: SeedingData, max_length: int, batch_size: int = 128,
+) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """(`block`'s input (rows, tokens, dim), the `encode_pairs` batch) for each batch of `data`'s pairs, in order."""
+    for start in range(0, len(data.prompts), batch_size):
+        batch = on_device(encode_pairs(tokenizer, data.prompts[start : start + batch_size], data.completions[start : start + batch_size], max_length), model)
+        seen: list[torch.Tensor] = []
+        handle = block.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+        try:
+            model(**batch)
+        finally:
+            handle.remove()
+        yield seen[0], batch
+
+
 def answer_inputs(
     model: torch.nn.Module, block: torch.nn.Module, tokenizer: Any, data: SeedingData, max_length: int, batch_size: int = 128,
     *, as_queries: bool = False,
@@ -394,18 +422,27 @@ def answer_inputs(
     """(positions, dim): `block`'s input at the positions of `data`'s pairs that predict a completion token; with
     `as_queries`, what its keyed gate compares with its keys there (`ExpertMLP.key_queries`)."""
     rows = []
-    for start in range(0, len(data.prompts), batch_size):
-        batch = on_device(encode_pairs(tokenizer, data.prompts[start : start + batch_size], data.completions[start : start + batch_size], max_length), model)
+    for inputs, batch in level_passes(model, block, tokenizer, data, max_length, batch_size):
         scored = batch["labels"][:, 1:] != IGNORE
-        seen: list[torch.Tensor] = []
-        handle = block.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
-        try:
-            model(**batch)
-        finally:
-            handle.remove()
-        inputs = block.key_queries(seen[0], batch["attention_mask"]) if as_queries else seen[0]
+        inputs = block.key_queries(inputs, batch["attention_mask"]) if as_queries else inputs
         rows.append(inputs[:, :-1][scored].float().cpu())
     return torch.cat(rows) if rows else torch.zeros(0, 0)
+
+
+def gate_open_rows(learner: TextSleepLearner, new_expert: tuple[int, int], data: SeedingData, batch_size: int = 128) -> list[int]:
+    """The indices of `data`'s pairs whose scored outputs the new expert can change: its keyed gate opens at a position
+    that predicts a completion token, or, below the last layer, where later layers' attention carries it, before one.
+    On the other rows the student's scored outputs are exactly the slow model's, whatever the expert's weights, so
+    KL(slow || student) there gives it no gradient."""
+    level, expert = new_expert
+    block, opened = learner.cms[level], []
+    last_layer = block is learner.cms[-1]  # the CMS levels wrap the model's last MLPs: after this one, only the head
+    for inputs, batch in level_passes(learner.model, block, learner.tokenizer, data, learner.config.max_length, batch_size):
+        scored = batch["labels"][:, 1:] != IGNORE
+        reach = scored if last_layer else scored.flip(-1).cummax(dim=-1).values.flip(-1)  # at or before a scored position
+        opens = block.key_gate(expert, block.key_queries(inputs, batch["attention_mask"]))[:, :-1, 0] > 0
+        opened += (opens & reach).any(dim=-1).tolist()
+    return [i for i, row in enumerate(opened) if row]
 
 
 def store_keys(learner: TextSleepLearner, new_expert: tuple[int, int], new: SeedingData, protect: SeedingData, experience: Any, seed: int) -> Metrics:

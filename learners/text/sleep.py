@@ -90,6 +90,9 @@ class TextSleepLearner(TextLearner):
         if "expansion" in config.sleep.stages:
             check_expert_supply(config, info.num_experiences)
         super().__init__(config, info, seed)
+        seeding = self.sleep_stages.get("knowledge-seeding")
+        if seeding is not None and seeding.options.protect_where == "gate-open" and not config.model.expert_keys:
+            raise ValueError("learner.sleep.options.knowledge-seeding.protect_where=gate-open reads the new expert's keyed gate: set learner.model.expert_keys > 0")
         self.fast_memory.bind(self)
         self.sleeps = torch.zeros((), dtype=torch.long)
         self.rehearsal_cues = []
