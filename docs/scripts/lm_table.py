@@ -150,6 +150,7 @@ FACT_PAIRS = [
     ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr"),
     ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions, protection where the gate opens", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
     ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions, protection where the gate opens, 4× protection prompts", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions, protection where the gate opens"),
+    ("sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions, protection where the gate opens, 4× protection prompts", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr, 2× teacher questions"),
     ("sleep +own questions as cues, keyed gate over 2 tokens", "sleep +own questions as cues, keyed gate"),
     ("sleep +own questions as cues, keyed gate over 2 tokens, 4× seeding steps, ½ seeding lr", "sleep +own questions as cues, keyed gate, 4× seeding steps, ½ seeding lr"),
     ("sleep (fast memory: CMS level 0) +own questions as cues", "sleep (fast memory: CMS level 0)"),
