@@ -38,6 +38,7 @@ class Dream:
     kept: bool
     reward: float
     improvement: float
+    consolidated: bool | None = None  # fitted after the rounds; None in files written before the stage recorded it
 
     @property
     def grounded(self) -> bool:
@@ -81,7 +82,9 @@ class ExperienceDreams:
         }
 
     def consolidated(self) -> list[Dream]:
-        """The dreams the stage fits after its rounds: the last round's rewarded ones."""
+        """The dreams the stage fits after its rounds, as recorded; in older files, the last round's rewarded ones."""
+        if any(d.consolidated is not None for d in self.dreams):
+            return [d for d in self.dreams if d.consolidated]
         last = max((d.round for d in self.dreams), default=0)
         return [d for d in self.rewarded_trials if d.reward > 0 and d.round == last]
 
@@ -142,6 +145,7 @@ def _parse(row: dict[str, Any]) -> Dream:
         kept=bool(row.get("kept", False)),
         reward=float(row.get("reward", 0.0)),
         improvement=float(row.get("improvement", 0.0)),
+        consolidated=bool(row["consolidated"]) if "consolidated" in row else None,
     )
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from test_evals_rundir import B3, R3, write_run
 
-from somna.evals.dreams import Dream, ExperienceDreams, distinct_texts, read_dreams, shorten
+from somna.evals.dreams import DREAMS_FILE, Dream, ExperienceDreams, distinct_texts, read_dreams, shorten
+from somna.evals.rundir import ARTIFACTS_DIR
 from somna.evals.report import write_report
 
 # (name, kept, reward, improvement, gradient score); ranked by hand: A > B > C (B, C tie on reward and
@@ -103,3 +104,16 @@ def test_consolidated_dreams_are_the_last_rounds_rewarded_and_repeats_count_once
     consolidated = sleep.consolidated()
     assert [d.text for d in consolidated] == ["Q: b? A: y", "q: B?  a: Y."]
     assert distinct_texts(consolidated) == 1 and ExperienceDreams(1, []).consolidated() == []
+
+
+def test_consolidated_dreams_are_the_recorded_ones_when_the_file_records_them(tmp_path):
+    """A stage that fits fresh dreams (`consolidate=every-passage`) marks them; neither round nor reward decides."""
+    rows = [
+        {"experience": 0, "round": 1, "passage": "p", "dream": "Q: b? A: y", "kept": True, "reward": 1.0, "consolidated": False},
+        {"experience": 0, "round": 2, "passage": "p", "dream": "Q: e? A: v", "kept": False, "reward": 0.0, "consolidated": True},
+    ]
+    folder = tmp_path / ARTIFACTS_DIR / "exp-0000"
+    folder.mkdir(parents=True)
+    (folder / DREAMS_FILE).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (sleep,) = read_dreams(tmp_path).experiences
+    assert [d.text for d in sleep.consolidated()] == ["Q: e? A: v"]

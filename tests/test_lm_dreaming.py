@@ -87,10 +87,10 @@ def test_prompt_templates_condition_on_the_passage_and_keep_the_cue():
 def test_the_reward_probes_are_the_dev_questions_never_the_test_ones():
     learner, curriculum = micro_seal(0)
     experience = curriculum[0]
-    passages, probes = dreaming.dream_context(experience, max_passages=4)
+    passages, probes = dreaming.dream_context(experience)
     assert probes == (experience.dev["prompt"], experience.dev["answer"]) and probes[0]
     assert not set(probes[0]) & set(experience.test["prompt"])  # tau never reads experience.test
-    assert passages == experience.train["text"][:4] and learner.training_texts(experience) == experience.train["text"]
+    assert passages == experience.train["text"] == learner.training_texts(experience)
 
 
 def test_dream_logs_every_dream_and_the_m_step_fits_the_rewarded_ones(tmp_path, monkeypatch):
@@ -124,6 +124,40 @@ def test_require_grounded_rewards_only_dreams_that_answer_from_their_passage(tmp
     assert not all(grounded)  # some dream was refused
 
 
+def test_every_passage_consolidation_fits_the_verified_dreams_about_every_passage(tmp_path, monkeypatch):
+    """consolidate=every-passage: the rounds dream about `max_passages` passages; the stage then dreams once more about
+    every passage of the experience and fits exactly the fresh dreams that pass the verifier, none of the rounds' own."""
+    learner, curriculum = micro_seal(0)
+    monkeypatch.setattr(dreaming, "lora_improvements", lambda reference, tokenizer, dreams, *args: [1.0] * len(dreams))
+    fitted: list[list[str]] = []
+    monkeypatch.setattr(dreaming, "fit", lambda learner, prompts, completions, *args: fitted.append(list(completions)) or 0.0)
+    options = {"rounds": 1, "max_passages": 1, "max_new_tokens": 16, "require_grounded": True, "anchor_documents": False}
+    metrics = dreaming.ReSTEMDreaming.with_options(consolidate="every-passage", **options)(learner, SleepContext(curriculum[0], 2, seed=0, artifacts_dir=tmp_path))
+    records = [json.loads(line) for line in (tmp_path / "dreams.jsonl").read_text().splitlines()]
+    rounds, final = [r for r in records if r["round"] == 0], [r for r in records if r["round"] == 1]
+    passages = curriculum[0].train["text"]
+    assert {r["passage"] for r in rounds} == {passages[0]} and {r["passage"] for r in final} == set(passages) and len(passages) == 2
+    consolidated = [r["dream"] for r in final if r["consolidated"]]
+    assert consolidated == [r["dream"] for r in final if answer_in_passage(r["dream"], r["passage"])] and 0 < len(consolidated) < len(final)
+    assert fitted[-1] == consolidated and metrics["consolidated_dreams"] == len(consolidated)
+    assert not any(r["consolidated"] for r in rounds)
+    assert 0 <= metrics["student_dev_em_before"] <= 1 and 0 <= metrics["student_dev_em_after"] <= 1  # dev questions, logged around the stage
+
+
+def test_rewarded_consolidation_marks_the_last_rounds_rewarded_dreams(tmp_path, monkeypatch):
+    learner, curriculum = micro_seal(0)
+    monkeypatch.setattr(dreaming, "lora_improvements", lambda reference, tokenizer, dreams, *args: [float(len(d) % 2) for d in dreams])
+    metrics = dreaming.ReSTEMDreaming.with_options(rounds=2, max_new_tokens=16, sft_steps_per_round=0, consolidation_steps=0)(learner, SleepContext(curriculum[0], 2, seed=0, artifacts_dir=tmp_path))
+    records = [json.loads(line) for line in (tmp_path / "dreams.jsonl").read_text().splitlines()]
+    rewarded_last = [r["dream"] for r in records if r["round"] == 1 and r["reward"] > 0]
+    assert sorted(r["dream"] for r in records if r["consolidated"]) == sorted(rewarded_last) and metrics["consolidated_dreams"] == len(rewarded_last) > 0
+
+
+def test_consolidate_takes_only_its_two_values():
+    with pytest.raises(ValueError, match="consolidate must be rewarded or every-passage"):
+        dreaming.ReSTEMDreamingOptions(consolidate="all")
+
+
 @pytest.mark.learned
 def test_rest_em_raises_the_rewarded_fraction_over_two_rounds():
     """Same woken learner, same first round; only the M-step differs. Real LoRA rewards throughout.
@@ -148,7 +182,7 @@ def test_rest_em_raises_the_rewarded_fraction_over_two_rounds():
 
 def test_lora_rewards_are_the_same_as_parallel_ray_tasks(ray_session):
     learner, curriculum = micro_seal(0)
-    _, probes = dreaming.dream_context(curriculum[0], max_passages=4)
+    _, probes = dreaming.dream_context(curriculum[0])
     trial = dreaming.LoraTrial(probes, dreaming.task_score(learner.model, learner.tokenizer, probes, 128), 4, 4, 1e-3, 128, 1)
     dreams = ["Q: what is it? A: red", "zonu eats rice.", "Q: who? A: pira"]
     seeds = [dreaming.dream_seed(0, d) for d in dreams]

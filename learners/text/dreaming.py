@@ -37,9 +37,14 @@ read), one ReST-EM round is:
      another — with the same numbers every way.
   4. M-step: supervised fine-tuning of the generator (the model itself) on
      (prompt -> rewarded sample).
-After the rounds the model consolidates by SFT on the last round's rewarded dreams.
-Every dream, its score, whether it was kept, its reward and improvement go to
-`dreams.jsonl` in the sleep's artifacts directory. No past raw data is used.
+The rounds dream about the first `max_passages` passages. After them the model consolidates
+by SFT on the last round's rewarded dreams (`consolidate=rewarded`), or (`every-passage`) on a
+fresh dream about every passage of the experience from the generator the rounds trained,
+as SEAL applies its self-edits to every passage once its policy is trained; with
+`require_grounded` only the fresh dreams that pass the verifier are fitted. The experience's
+dev exact match before and after the stage is logged. Every dream, its score, whether it
+was kept, its reward, its improvement and whether it was consolidated go to `dreams.jsonl`
+in the sleep's artifacts directory. No past raw data is used.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ class ReSTEMDreamingOptions:
     anchor_documents: bool = True  # M-step and consolidation batches also hold the experience's documents
     reward_tasks: bool = True  # LoRA copies as Ray tasks when Ray has >= 2 free CPUs
     require_grounded: bool = False  # reward only dreams whose answer is words of their passage (rewards.answer_in_passage)
+    consolidate: str = "rewarded"  # what the model fits after the rounds: the last round's rewarded dreams, or "every-passage": fresh dreams about every passage of the experience (SEAL's evaluation)
 
     def __post_init__(self) -> None:
         if min(self.dreams_per_passage, self.max_passages, self.rounds, self.lora_rank, self.opening_words) < 1:
@@ -99,6 +105,8 @@ class ReSTEMDreamingOptions:
             raise ValueError("learner.sleep.options.dreaming: top_k, random_keep and the step counts must be >= 0")
         if self.temperature <= 0:
             raise ValueError(f"learner.sleep.options.dreaming.temperature must be > 0, got {self.temperature}")
+        if self.consolidate not in ("rewarded", "every-passage"):
+            raise ValueError(f"learner.sleep.options.dreaming.consolidate must be rewarded or every-passage, got {self.consolidate!r}")
         if self.gradient_score not in ("alignment", "norm"):
             raise ValueError(f"learner.sleep.options.dreaming.gradient_score must be alignment or norm, got {self.gradient_score!r}")
         try:
@@ -224,6 +232,7 @@ class DreamRecord:
     kept: bool = False
     reward: float = 0.0
     improvement: float = 0.0
+    consolidated: bool = False  # fitted after the rounds
 
 
 def render_prompt(template: str, passage: str, opening_words: int) -> tuple[str, str]:
@@ -237,27 +246,33 @@ class ReSTEMDreaming(SleepStage):
     """ReST-EM dreaming: sample dreams, select by gradient, reward through LoRA copies, fit the rewarded ones."""
 
     Options = ReSTEMDreamingOptions
-    hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "training_texts", "sleep_parameters")
+    hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "training_texts", "sleep_parameters", "dev_exact_match")
 
     def __call__(self, learner: TextLearner, context: SleepContext) -> Metrics:
         opts = self.options
         learner.apply_pending_updates()  # wake's pending slow-block update lands first: dreams come from the whole woken model
         generator = learner.generator(context.index, salt=11)
-        passages, probes = dream_context(context.experience, opts.max_passages)
+        every_passage, probes = dream_context(context.experience)
+        passages = every_passage[: opts.max_passages]
         reference = learner.frozen_copy()
         trial = LoraTrial(
             probes, task_score(reference, learner.tokenizer, probes, learner.config.max_length), opts.lora_rank, opts.lora_steps, opts.lora_lr,
             learner.config.max_length, torch.get_num_threads(),
         )
         anchors = learner.training_texts(context.experience) if opts.anchor_documents else []
+        before = learner.dev_exact_match(context.experience)
         with training_only(learner.model, learner.sleep_parameters(context)):
-            return self.dream(learner, context, generator, passages, probes, reference, trial, anchors)
+            metrics, records, rewarded = self.dream(learner, context, generator, passages, probes, reference, trial, anchors)
+            metrics |= self.consolidate(learner, context, generator, records, rewarded, every_passage, anchors)
+        if before is None:
+            return metrics
+        return metrics | {"student_dev_em_before": before, "student_dev_em_after": learner.dev_exact_match(context.experience)}
 
     def dream(
         self, learner: TextLearner, context: SleepContext, generator: torch.Generator, passages: list[str],
         probes: tuple[list[str], list[str]], reference: torch.nn.Module, trial: LoraTrial, anchors: list[str],
-    ) -> Metrics:
-        """The ReST-EM rounds and the final consolidation (see the module docstring)."""
+    ) -> tuple[Metrics, list[DreamRecord], list[DreamRecord]]:
+        """The ReST-EM rounds (see the module docstring): their metrics, every dream and the last round's rewarded ones."""
         opts = self.options
         records: list[DreamRecord] = []
         rewarded: list[DreamRecord] = []
@@ -279,17 +294,30 @@ class ReSTEMDreaming(SleepStage):
             if rewarded:  # ReST-EM M-step: the generator imitates its rewarded samples
                 fit(learner, [r.prompt for r in rewarded], [r.sample for r in rewarded], anchors, opts.sft_steps_per_round, opts.lr)
             records += batch
-        consolidated = 0.0
-        if rewarded:
-            consolidated = fit(learner, [""] * len(rewarded), [r.dream for r in rewarded], anchors, opts.consolidation_steps, opts.lr)
-        write_dreams(context, records)
         kept_records = [r for r in records if r.kept]
         return {
             "dreams": float(len(records)),
             **{f"rewarded_fraction/round{i}": fraction for i, fraction in enumerate(fractions)},
             "mean_improvement": sum(r.improvement for r in kept_records) / max(len(kept_records), 1),
-            "consolidation_loss": consolidated,
-        }
+        }, records, rewarded
+
+    def consolidate(
+        self, learner: TextLearner, context: SleepContext, generator: torch.Generator, records: list[DreamRecord],
+        rewarded: list[DreamRecord], passages: list[str], anchors: list[str],
+    ) -> Metrics:
+        """Fit the consolidated dreams: the last round's rewarded ones, or (`every-passage`) a fresh round of
+        dreams about every passage from the generator the rounds trained, as SEAL applies its self-edits
+        (those that pass the verifier, with `require_grounded`)."""
+        opts = self.options
+        fitted = rewarded
+        if opts.consolidate == "every-passage":
+            final = self.dream_round(learner, opts.rounds, passages, generator)
+            records, fitted = records + final, [record for record in final if self.verified(record)]
+        for record in fitted:
+            record.consolidated = True
+        loss = fit(learner, [""] * len(fitted), [r.dream for r in fitted], anchors, opts.consolidation_steps, opts.lr) if fitted else 0.0
+        write_dreams(context, records)
+        return {"consolidated_dreams": float(len(fitted)), "consolidation_loss": loss}
 
     def verified(self, record: DreamRecord) -> bool:
         """The verifier beside the LoRA reward: with `require_grounded`, the dream must answer from its passage."""
@@ -333,10 +361,10 @@ def sample_texts(learner: TextLearner, prompts: list[str], max_new_tokens: int, 
     return sample_completions(learner.model, learner.tokenizer, prompts, max_new_tokens, seed, temperature)
 
 
-def dream_context(experience: Any, max_passages: int) -> tuple[list[str], tuple[list[str], list[str]]]:
+def dream_context(experience: Any) -> tuple[list[str], tuple[list[str], list[str]]]:
     """(passages to dream from, tau's probes): the experience's documents; its dev questions, else the passages."""
     documents = [row for row in experience.train if not row["prompt"]] or list(experience.train)
-    passages = [row["text"] for row in documents][:max_passages]
+    passages = [row["text"] for row in documents]
     dev = list(experience.dev) if getattr(experience, "dev", None) is not None else []
     if dev:
         return passages, ([r["prompt"] for r in dev], [r["answer"] for r in dev])

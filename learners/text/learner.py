@@ -20,7 +20,7 @@ one before the stream, carries them once: the run's skill retention.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ import torch
 
 from somna.learners.base import Learner, LearnerConfig, Metrics, SleepContext
 from somna.learners.text.bases import load_base
-from somna.learners.text.encoding import answer_nll, encode_documents, greedy_answers, score_probes
+from somna.learners.text.encoding import answer_nll, encode_documents, greedy_answers, score_model, score_probes
 from somna.learners.text.experts import ExpertMLP, attach_cms, cms_blocks
 
 SKILL_PREFIX = "skill/"
@@ -225,6 +225,17 @@ class TextLearner(Learner):
             lambda prompts, answers: answer_nll(self.model, self.tokenizer, prompts, answers, self.config.max_length),
             batch_size,
         )
+
+    def dev_exact_match(self, experience: Any, model: torch.nn.Module | None = None, prompt_of: Callable[[dict[str, str]], str] | None = None) -> float | None:
+        """Exact match of `model` (this learner's by default) on the experience's dev questions, asked as
+        `prompt_of(row)` (closed-book by default): what a sleep may look at, never a test probe. None without a dev split."""
+        rows = list(experience.dev) if getattr(experience, "dev", None) is not None else []
+        if not rows:
+            return None
+        prompt_of = prompt_of or (lambda row: row["prompt"])
+        probes = [{"prompt": prompt_of(row), "answer": row["answer"]} for row in rows]
+        config = self.config
+        return score_model(model or self.model, self.tokenizer, probes, batch_size=config.eval_batch_size, max_new_tokens=config.eval_max_new_tokens, max_length=config.max_length)["exact_match"]
 
     def evaluate(self, experience: Any, batch_size: int | None = None) -> Metrics:
         batch_size = batch_size or self.config.eval_batch_size

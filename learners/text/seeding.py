@@ -43,7 +43,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast, PrinterCallba
 from somna.learners.base import Metrics, derive_seed
 from somna.learners.stages import SleepStage
 from somna.learners.text.encoding import (
-    IGNORE, completion_kl, context_length, encode_pairs, greedy_answers, kl_divergence, on_device, sample_completions, score_model,
+    IGNORE, completion_kl, context_length, encode_pairs, greedy_answers, kl_divergence, on_device, sample_completions,
     scored_log_probs,
 )
 from somna.learners.text.experts import recorded_outputs
@@ -307,7 +307,7 @@ class GKDSeeding(SleepStage):
     """
 
     Options = GKDSeedingOptions
-    hooks = ("model", "tokenizer", "fast_memory", "sleep_parameters", "training_texts", "frozen_copy", "rehearsal_cues")
+    hooks = ("model", "tokenizer", "fast_memory", "sleep_parameters", "training_texts", "frozen_copy", "rehearsal_cues", "dev_exact_match")
 
     def check_stages(self, stages: list[str]) -> None:
         if self.options.route_weight and "expansion" not in stages:
@@ -586,18 +586,12 @@ def router_openness(model: torch.nn.Module, router: torch.nn.Module, tokenizer: 
 def dev_scores(learner: TextSleepLearner, teacher: torch.nn.Module | None, experience: Any, when: str) -> Metrics:
     """Exact match on the experience's dev questions: the student's (closed-book) `when`, and the teacher's
     with its fast memory (the "in fast memory" ceiling) when given. Never a test probe."""
-    rows = list(experience.dev) if getattr(experience, "dev", None) is not None else []
-    if not rows:
+    student = learner.dev_exact_match(experience)
+    if student is None:
         return {}
-    config = learner.config
-
-    def exact(model: torch.nn.Module, prompt_of: Any) -> float:
-        probes = [{"prompt": prompt_of(r), "answer": r["answer"]} for r in rows]
-        return score_model(model, learner.tokenizer, probes, batch_size=config.eval_batch_size, max_new_tokens=config.eval_max_new_tokens, max_length=config.max_length)["exact_match"]
-
-    scores = {f"student_dev_em_{when}": exact(learner.model, lambda r: r["prompt"])}
+    scores = {f"student_dev_em_{when}": student}
     if teacher is not None:
-        scores["teacher_dev_em"] = exact(teacher, lambda r: learner.fast_memory.teacher_prompt(r["prompt"], r.get("context", "")))
+        scores["teacher_dev_em"] = learner.dev_exact_match(experience, teacher, lambda r: learner.fast_memory.teacher_prompt(r["prompt"], r.get("context", "")))
     return scores
 
 
