@@ -10,9 +10,9 @@ continued-pretraining setting); BWT; skill retention (the pretrained base's own
 skills after the stream ÷ before it); "grounded dreams" = the share of a run's
 dreams whose answer is words of the passage they were dreamed from, over all
 dreams / over the rewarded ones (evals/dreams.py), which shows whether the
-reward picks faithful self-edits; "dreams fitted per sleep" = the last round's rewarded dreams,
-which the stage consolidates, and how many of them differ (ReST-EM can make the generator repeat
-one). "base" is the pretrained base before the
+reward picks faithful self-edits; "dreams fitted per sleep" = the dreams the stage consolidates
+(the last round's rewarded ones, or with `consolidate=every-passage` its verified fresh dreams about
+every passage) and how many of them differ (ReST-EM can make the generator repeat one). "base" is the pretrained base before the
 stream: the runs' `init` row. Rows follow the variants file's order. A second
 table pairs rows by seed (PAIRS): what dreaming and each of its parts add, with
 the interval of the per-seed difference. The tables replace the text between the
@@ -77,7 +77,43 @@ PAIRS = [
     ("seal-grounded", "finetune-no-dream"),
     ("sleep-grounded", "sleep"),
     ("sleep-grounded", "seal-grounded"),
+    ("seal-grounded-every-passage", "seal-grounded"),
+    ("seal-grounded-every-passage", "finetune-no-dream"),
+    ("seal-grounded-every-passage-no-m-step", "seal-grounded-every-passage"),
+    ("seal-grounded-every-passage-no-m-step", "finetune-no-dream"),
+    ("seal-grounded-every-passage-no-anchors", "seal-grounded-every-passage"),
+    ("seal-grounded-every-passage-no-anchors", "finetune-no-dream"),
+    ("sleep-grounded-every-passage", "sleep-grounded"),
+    ("sleep-grounded-every-passage", "seal-grounded-every-passage"),
 ]
+
+
+DEV_KEYS = ("dreaming/student_dev_em_before", "dreaming/student_dev_em_after")
+
+
+def dev_by_sleep(run) -> list[tuple[float, float]]:
+    """(dev exact match before, after) the dreaming stage, sleep by sleep, as the run logged them ([] before it did)."""
+    sleeps = [event["metrics"] for event in run.events if event.get("event") == "sleep" and DEV_KEYS[0] in (event.get("metrics") or {})]
+    return [(m[DEV_KEYS[0]], m[DEV_KEYS[1]]) for m in sleeps]
+
+
+def dev_table(runs: dict[str, list], order: list[str]) -> list[str]:
+    """The experience's dev exact match before → after each sleep's dreaming, mean over seeds, for the rows that logged it."""
+    lines = []
+    for label in order:
+        logged = [dev_by_sleep(run) for run in runs[label]]
+        if not logged or not all(logged):
+            continue
+        cells = [f"{np.mean([s[j][0] for s in logged]):.3f} → {np.mean([s[j][1] for s in logged]):.3f}" for j in range(min(map(len, logged)))]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    if not lines:
+        return []
+    width = lines[0].count("→")
+    header = [
+        "", "The experience's dev exact match (its dev questions, closed-book) before → after each sleep's dreaming stage, mean over the seeds:", "",
+        f"| row | {' | '.join(f'sleep {j + 1}' for j in range(width))} |", "|---|" + "---:|" * width,
+    ]
+    return header + lines
 
 
 def scores(run) -> list[float]:
@@ -110,6 +146,7 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
         columns = zip(*by_seed[label].values())
         lines.append(f"| {label} | {' | '.join(fmt(list(c)) for c in columns)} | {dream_cells(runs[label])} |")
     lines += paired_rows(by_seed, PAIRS, COLUMNS)
+    lines += dev_table(runs, order)
     threads = {run.config["resources"]["threads"] for group in runs.values() for run in group}
     if len(threads) == 1:
         torch.set_num_threads(int(threads.pop()))  # the runs' thread count, so that the provenance line names it
