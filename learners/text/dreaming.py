@@ -64,7 +64,7 @@ from somna.learners.shared.distributed import DataParallel
 from somna.learners.stages import SleepStage
 from somna.learners.text.encoding import answer_nll, encode_pairs, sample_completions
 from somna.learners.text.experts import novelty_routing
-from somna.learners.text.learner import TextLearner, training_only
+from somna.learners.text.learner import TextLearner, dev_rows, training_only
 from somna.learners.text.rewards import answer_in_passage
 from somna.platform.registry import register_sleep_stage
 
@@ -365,7 +365,7 @@ def dream_context(experience: Any) -> tuple[list[str], tuple[list[str], list[str
     """(passages to dream from, tau's probes): the experience's documents; its dev questions, else the passages."""
     documents = [row for row in experience.train if not row["prompt"]] or list(experience.train)
     passages = [row["text"] for row in documents]
-    dev = list(experience.dev) if getattr(experience, "dev", None) is not None else []
+    dev = dev_rows(experience)
     if dev:
         return passages, ([r["prompt"] for r in dev], [r["answer"] for r in dev])
     return passages, ([""] * len(passages), passages)

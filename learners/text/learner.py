@@ -35,6 +35,11 @@ from somna.learners.text.experts import ExpertMLP, attach_cms, cms_blocks
 SKILL_PREFIX = "skill/"
 
 
+def dev_rows(experience: Any) -> list[dict[str, str]]:
+    """The experience's dev split (question paraphrases no test probe uses), [] when it has none: all a sleep may score on."""
+    return list(experience.dev) if getattr(experience, "dev", None) is not None else []
+
+
 @contextmanager
 def training_only(model: torch.nn.Module, parameters: list[torch.nn.Parameter]) -> Iterator[None]:
     """requires_grad on exactly `parameters` while active (TRL's trainers and every loop here optimise
@@ -229,7 +234,7 @@ class TextLearner(Learner):
     def dev_exact_match(self, experience: Any, model: torch.nn.Module | None = None, prompt_of: Callable[[dict[str, str]], str] | None = None) -> float | None:
         """Exact match of `model` (this learner's by default) on the experience's dev questions, asked as
         `prompt_of(row)` (closed-book by default): what a sleep may look at, never a test probe. None without a dev split."""
-        rows = list(experience.dev) if getattr(experience, "dev", None) is not None else []
+        rows = dev_rows(experience)
         if not rows:
             return None
         prompt_of = prompt_of or (lambda row: row["prompt"])

@@ -47,7 +47,7 @@ from somna.learners.text.encoding import (
     scored_log_probs,
 )
 from somna.learners.text.experts import recorded_outputs
-from somna.learners.text.learner import training_only
+from somna.learners.text.learner import dev_rows, training_only
 from somna.learners.text.rewards import abs_reward, combine_rewards, same_meaning
 from somna.platform.registry import register_sleep_stage
 
@@ -453,7 +453,7 @@ def store_keys(learner: TextSleepLearner, new_expert: tuple[int, int], new: Seed
     level, expert = new_expert
     block, model, max_length = learner.cms[level], learner.model, learner.config.max_length
     stored = block.store_keys(expert, answer_inputs(model, block, learner.tokenizer, new, max_length, as_queries=True), torch.Generator().manual_seed(seed))
-    dev = list(getattr(experience, "dev", None) or [])
+    dev = dev_rows(experience)
     probes = {
         "protect": protect.take(pick(len(protect.prompts), min(64, len(protect.prompts)), seed)),
         "dev": SeedingData([r["prompt"] for r in dev], [r["prompt"] for r in dev], [r["answer"] for r in dev]),
