@@ -153,9 +153,40 @@ def test_rewarded_consolidation_marks_the_last_rounds_rewarded_dreams(tmp_path, 
     assert sorted(r["dream"] for r in records if r["consolidated"]) == sorted(rewarded_last) and metrics["consolidated_dreams"] == len(rewarded_last) > 0
 
 
-def test_consolidate_takes_only_its_two_values():
-    with pytest.raises(ValueError, match="consolidate must be rewarded or every-passage"):
+@pytest.mark.parametrize("consolidate", ["dev-answers", "documents"])
+def test_diagnostic_consolidation_fits_the_dev_answers_or_the_documents_alone(tmp_path, monkeypatch, consolidate):
+    """rounds=0 dreams nothing; `dev-answers` fits each dev question with its answer beside the documents,
+    `documents` the documents alone, for the same steps (the bound and the control of the dreaming table)."""
+    learner, curriculum = micro_seal(0)
+    experience = curriculum[0]
+    fitted: list[tuple[list[str], list[str]]] = []
+    monkeypatch.setattr(dreaming, "fit", lambda learner, prompts, completions, anchors, *args: fitted.append((list(completions), list(anchors))) or 0.0)
+    metrics = dreaming.ReSTEMDreaming.with_options(rounds=0, consolidate=consolidate)(learner, SleepContext(experience, 2, seed=0, artifacts_dir=tmp_path))
+    dev_lines = [row["prompt"] + " " + row["answer"] for row in experience.dev] if consolidate == "dev-answers" else []
+    assert fitted == [(dev_lines, learner.training_texts(experience))] and metrics["consolidated_dreams"] == len(dev_lines)
+    assert metrics["dreams"] == 0 and (tmp_path / "dreams.jsonl").read_text() == ""  # no dream was sampled or written
+    assert consolidate == "documents" or all(line.startswith("Q: ") for line in dev_lines) and len(dev_lines) == len(experience.dev) > 0
+
+
+def test_dream_about_sentence_cues_a_dream_with_every_sentence_of_every_passage(tmp_path, monkeypatch):
+    learner, curriculum = micro_seal(0)
+    monkeypatch.setattr(dreaming, "fit", lambda *args: 0.0)
+    monkeypatch.setattr(dreaming, "sample_texts", lambda learner, prompts, *args: ["what? A: x"] * len(prompts))
+    options = {"rounds": 0, "dreams_per_passage": 1, "consolidate": "every-passage", "dream_about": "sentence"}
+    dreaming.ReSTEMDreaming.with_options(**options)(learner, SleepContext(curriculum[0], 2, seed=0, artifacts_dir=tmp_path))
+    cued = {json.loads(line)["passage"] for line in (tmp_path / "dreams.jsonl").read_text().splitlines()}
+    passages = curriculum[0].train["text"]
+    assert " ".join(passages) == " ".join(sorted(cued, key=lambda s: " ".join(passages).index(s)))  # every sentence, nothing else
+    assert len(cued) > len(passages) and all(sentence.endswith(".") for sentence in cued)
+
+
+def test_consolidate_takes_only_its_values():
+    with pytest.raises(ValueError, match="consolidate must be one of rewarded, every-passage, dev-answers, documents"):
         dreaming.ReSTEMDreamingOptions(consolidate="all")
+    with pytest.raises(ValueError, match="consolidate=documents .* needs anchor_documents=true"):
+        dreaming.ReSTEMDreamingOptions(consolidate="documents", anchor_documents=False)
+    with pytest.raises(ValueError, match="dream_about must be passage or sentence"):
+        dreaming.ReSTEMDreamingOptions(dream_about="word")
 
 
 @pytest.mark.learned

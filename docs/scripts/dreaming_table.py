@@ -12,7 +12,7 @@ dreams whose answer is words of the passage they were dreamed from, over all
 dreams / over the rewarded ones (evals/dreams.py), which shows whether the
 reward picks faithful self-edits; "dreams fitted per sleep" = the dreams the stage consolidates
 (the last round's rewarded ones, or with `consolidate=every-passage` its verified fresh dreams about
-every passage) and how many of them differ (ReST-EM can make the generator repeat one). "base" is the pretrained base before the
+every passage or sentence) and how many of them differ (ReST-EM can make the generator repeat one). "base" is the pretrained base before the
 stream: the runs' `init` row. Rows follow the variants file's order. A second
 table pairs rows by seed (PAIRS): what dreaming and each of its parts add, with
 the interval of the per-seed difference. The tables replace the text between the
@@ -85,6 +85,16 @@ PAIRS = [
     ("seal-grounded-every-passage-no-anchors", "finetune-no-dream"),
     ("sleep-grounded-every-passage", "sleep-grounded"),
     ("sleep-grounded-every-passage", "seal-grounded-every-passage"),
+    ("seal-documents", "finetune-no-dream"),  # what a self-edit can add: the consolidation steps alone, ...
+    ("seal-dev-answers", "seal-documents"),  # ... a correct QA line about every fact beside them, ...
+    ("seal-dev-answers", "finetune-no-dream"),
+    ("seal-dev-answers-no-anchors", "seal-dev-answers"),
+    ("seal-grounded-every-passage-no-rounds", "seal-documents"),  # ... the untrained generator's verified dreams, ...
+    ("seal-grounded-every-passage", "seal-grounded-every-passage-no-rounds"),  # ... and what ReST-EM's rounds add to them
+    ("seal-grounded-sentences", "seal-grounded-every-passage-no-rounds"),  # a dream about every sentence
+    ("seal-grounded-sentences", "finetune-no-dream"),
+    ("sleep-grounded-sentences", "sleep-grounded-every-passage"),
+    ("sleep-grounded-sentences", "seal-grounded-sentences"),
 ]
 
 

@@ -37,11 +37,18 @@ read), one ReST-EM round is:
      another — with the same numbers every way.
   4. M-step: supervised fine-tuning of the generator (the model itself) on
      (prompt -> rewarded sample).
-The rounds dream about the first `max_passages` passages. After them the model consolidates
+A dream is cued by a passage, or (`dream_about=sentence`) by one sentence of it, so that
+the dreams of every unit ask about every fact a passage states. The rounds dream about the
+first `max_passages` units. After them the model consolidates
 by SFT on the last round's rewarded dreams (`consolidate=rewarded`), or (`every-passage`) on a
 fresh dream about every passage of the experience from the generator the rounds trained,
 as SEAL applies its self-edits to every passage once its policy is trained; with
-`require_grounded` only the fresh dreams that pass the verifier are fitted. The experience's
+`require_grounded` only the fresh dreams that pass the verifier are fitted. Two more values
+are diagnostics that bound what a self-edit can add, not learners: `dev-answers` fits the
+experience's dev questions with their answers (a correct QA line per fact, what a perfect
+self-edit generator would write; the dev split then no longer measures anything held out),
+and `documents` fits the experience's documents alone for the same steps (the control for
+the consolidation steps). With `rounds=0` the stage only consolidates. The experience's
 dev exact match before and after the stage is logged. Every dream, its score, whether it
 was kept, its reward, its improvement and whether it was consolidated go to `dreams.jsonl`
 in the sleep's artifacts directory. No past raw data is used.
@@ -51,6 +58,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,6 +77,7 @@ from somna.learners.text.rewards import answer_in_passage
 from somna.platform.registry import register_sleep_stage
 
 LORA_TARGETS = "all-linear"  # PEFT: every linear layer but the LM head, whatever the base calls them
+CONSOLIDATE = ("rewarded", "every-passage", "dev-answers", "documents")  # what the stage fits after its rounds
 
 
 @dataclass
@@ -78,7 +87,8 @@ class ReSTEMDreamingOptions:
     prompt: str = "{passage} Q:"  # template; {passage} = a passage of the experience, {opening} = its first `opening_words`
     opening_words: int = 1
     dreams_per_passage: int = 4
-    max_passages: int = 4
+    max_passages: int = 4  # the units (passages or sentences) the rounds dream about
+    dream_about: str = "passage"  # the unit a dream is cued by: a passage of the experience, or "sentence": each sentence of one
     top_k: int = 4
     random_keep: int = 2
     rounds: int = 2
@@ -96,17 +106,21 @@ class ReSTEMDreamingOptions:
     anchor_documents: bool = True  # M-step and consolidation batches also hold the experience's documents
     reward_tasks: bool = True  # LoRA copies as Ray tasks when Ray has >= 2 free CPUs
     require_grounded: bool = False  # reward only dreams whose answer is words of their passage (rewards.answer_in_passage)
-    consolidate: str = "rewarded"  # what the model fits after the rounds: the last round's rewarded dreams, or "every-passage": fresh dreams about every passage of the experience (SEAL's evaluation)
+    consolidate: str = "rewarded"  # what the model fits after the rounds: the last round's rewarded dreams, or "every-passage": fresh dreams about every passage of the experience (SEAL's evaluation); diagnostics: "dev-answers", "documents"
 
     def __post_init__(self) -> None:
-        if min(self.dreams_per_passage, self.max_passages, self.rounds, self.lora_rank, self.opening_words) < 1:
-            raise ValueError("learner.sleep.options.dreaming: dreams_per_passage, max_passages, rounds, lora_rank, opening_words must be >= 1")
-        if min(self.top_k, self.random_keep, self.lora_steps, self.sft_steps_per_round, self.consolidation_steps) < 0:
-            raise ValueError("learner.sleep.options.dreaming: top_k, random_keep and the step counts must be >= 0")
+        if min(self.dreams_per_passage, self.max_passages, self.lora_rank, self.opening_words) < 1:
+            raise ValueError("learner.sleep.options.dreaming: dreams_per_passage, max_passages, lora_rank, opening_words must be >= 1")
+        if min(self.rounds, self.top_k, self.random_keep, self.lora_steps, self.sft_steps_per_round, self.consolidation_steps) < 0:
+            raise ValueError("learner.sleep.options.dreaming: rounds, top_k, random_keep and the step counts must be >= 0")
         if self.temperature <= 0:
             raise ValueError(f"learner.sleep.options.dreaming.temperature must be > 0, got {self.temperature}")
-        if self.consolidate not in ("rewarded", "every-passage"):
-            raise ValueError(f"learner.sleep.options.dreaming.consolidate must be rewarded or every-passage, got {self.consolidate!r}")
+        if self.dream_about not in ("passage", "sentence"):
+            raise ValueError(f"learner.sleep.options.dreaming.dream_about must be passage or sentence, got {self.dream_about!r}")
+        if self.consolidate not in CONSOLIDATE:
+            raise ValueError(f"learner.sleep.options.dreaming.consolidate must be one of {', '.join(CONSOLIDATE)}, got {self.consolidate!r}")
+        if self.consolidate == "documents" and not self.anchor_documents:
+            raise ValueError("learner.sleep.options.dreaming: consolidate=documents fits the experience's documents, so it needs anchor_documents=true")
         if self.gradient_score not in ("alignment", "norm"):
             raise ValueError(f"learner.sleep.options.dreaming.gradient_score must be alignment or norm, got {self.gradient_score!r}")
         try:
@@ -252,8 +266,9 @@ class ReSTEMDreaming(SleepStage):
         opts = self.options
         learner.apply_pending_updates()  # wake's pending slow-block update lands first: dreams come from the whole woken model
         generator = learner.generator(context.index, salt=11)
-        every_passage, probes = dream_context(context.experience)
-        passages = every_passage[: opts.max_passages]
+        documents, probes = dream_context(context.experience)
+        units = documents if opts.dream_about == "passage" else [sentence for document in documents for sentence in sentences(document)]
+        passages = units[: opts.max_passages]
         reference = learner.frozen_copy()
         trial = LoraTrial(
             probes, task_score(reference, learner.tokenizer, probes, learner.config.max_length), opts.lora_rank, opts.lora_steps, opts.lora_lr,
@@ -263,7 +278,7 @@ class ReSTEMDreaming(SleepStage):
         before = learner.dev_exact_match(context.experience)
         with training_only(learner.model, learner.sleep_parameters(context)):
             metrics, records, rewarded = self.dream(learner, context, generator, passages, probes, reference, trial, anchors)
-            metrics |= self.consolidate(learner, context, generator, records, rewarded, every_passage, anchors)
+            metrics |= self.consolidate(learner, context, generator, records, rewarded, units, anchors)
         if before is None:
             return metrics
         return metrics | {"student_dev_em_before": before, "student_dev_em_after": learner.dev_exact_match(context.experience)}
@@ -305,19 +320,22 @@ class ReSTEMDreaming(SleepStage):
         self, learner: TextLearner, context: SleepContext, generator: torch.Generator, records: list[DreamRecord],
         rewarded: list[DreamRecord], passages: list[str], anchors: list[str],
     ) -> Metrics:
-        """Fit the consolidated dreams: the last round's rewarded ones, or (`every-passage`) a fresh round of
+        """Fit what `consolidate` names: the last round's rewarded dreams, or (`every-passage`) a fresh round of
         dreams about every passage from the generator the rounds trained, as SEAL applies its self-edits
-        (those that pass the verifier, with `require_grounded`)."""
+        (those that pass the verifier, with `require_grounded`); or a diagnostic's lines: the dev questions
+        answered (`dev-answers`) or none, the experience's documents alone (`documents`)."""
         opts = self.options
-        fitted = rewarded
+        chosen = rewarded if opts.consolidate == "rewarded" else []
         if opts.consolidate == "every-passage":
             final = self.dream_round(learner, opts.rounds, passages, generator)
-            records, fitted = records + final, [record for record in final if self.verified(record)]
-        for record in fitted:
+            records, chosen = records + final, [record for record in final if self.verified(record)]
+        for record in chosen:
             record.consolidated = True
-        loss = fit(learner, [""] * len(fitted), [r.dream for r in fitted], anchors, opts.consolidation_steps, opts.lr) if fitted else 0.0
+        lines = [r.dream for r in chosen] + ([row["text"] for row in dev_rows(context.experience)] if opts.consolidate == "dev-answers" else [])
+        fits = bool(lines) or opts.consolidate == "documents"
+        loss = fit(learner, [""] * len(lines), lines, anchors, opts.consolidation_steps, opts.lr) if fits else 0.0
         write_dreams(context, records)
-        return {"consolidated_dreams": float(len(fitted)), "consolidation_loss": loss}
+        return {"consolidated_dreams": float(len(lines)), "consolidation_loss": loss}
 
     def verified(self, record: DreamRecord) -> bool:
         """The verifier beside the LoRA reward: with `require_grounded`, the dream must answer from its passage."""
@@ -359,6 +377,11 @@ def sample_texts(learner: TextLearner, prompts: list[str], max_new_tokens: int, 
     """Sampled continuations of "<s>prompt" (up to </s>), seeded by `generator`."""
     seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
     return sample_completions(learner.model, learner.tokenizer, prompts, max_new_tokens, seed, temperature)
+
+
+def sentences(passage: str) -> list[str]:
+    """The passage's sentences (each up to its closing . ! or ?), the unit `dream_about=sentence` cues dreams with."""
+    return [sentence.strip() for sentence in re.findall(r"[^.!?]+[.!?]*", passage) if sentence.strip()]
 
 
 def dream_context(experience: Any) -> tuple[list[str], tuple[list[str], list[str]]]:
