@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,9 @@ PAIRS = [
     ("seal-grounded-sentences", "finetune-no-dream"),
     ("sleep-grounded-sentences", "sleep-grounded-every-passage"),
     ("sleep-grounded-sentences", "seal-grounded-sentences"),
+    ("seal-grounded-sentences-rounds", "seal-grounded-sentences"),
+    ("sleep-keyed-sentences", "seal-grounded-sentences"),
+    ("sleep-keyed-sentences", "finetune-no-dream"),
 ]
 
 
@@ -163,16 +167,22 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
     return "\n".join([*lines, "", provenance_line()])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def sweep_folder_cli(make_table: Callable[[Path, Path], str], description: str, block: str) -> None:
+    """The command line of the scripts that read a `somna sweep --variants` folder: print the table and write
+    it between the `lm_table:BLOCK` markers of --out."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--variants", type=Path, default=Path("docs/dreaming_variants.yaml"))
     parser.add_argument("--out", type=Path, default=Path("docs/lm_results.md"))
-    parser.add_argument("--block", default="dreaming", help="the lm_table:BLOCK markers of --out to write between")
+    parser.add_argument("--block", default=block, help="the lm_table:BLOCK markers of --out to write between")
     args = parser.parse_args()
-    block = table(args.sweep_dir, args.variants)
-    print(block)
-    write_between_markers(args.out, block, args.block)
+    report = make_table(args.sweep_dir, args.variants)
+    print(report)
+    write_between_markers(args.out, report, args.block)
+
+
+def main() -> None:
+    sweep_folder_cli(table, __doc__.splitlines()[0], "dreaming")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ between the `lm_table:BLOCK` markers of --out.
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -30,7 +29,8 @@ from somna.evals.compare import find_runs
 from somna.evals.dreams import ExperienceDreams, read_dreams
 from somna.evals.rundir import load_run
 
-from lm_table import fmt, write_between_markers  # this script's folder is on sys.path when it runs
+from dreaming_table import sweep_folder_cli  # this script's folder is on sys.path when it runs
+from lm_table import fmt
 
 NAME, VALUE = r"(?P<e>[A-Z][a-z]+)", r"(?P<v>[A-Za-z0-9]+)"
 Fact = tuple[str, str]  # (person, attribute)
@@ -112,15 +112,7 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--variants", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=Path("docs/lm_results.md"))
-    parser.add_argument("--block", default="self_edit_check", help="the lm_table:BLOCK markers of --out to write between")
-    args = parser.parse_args()
-    block = table(args.sweep_dir, args.variants)
-    print(block)
-    write_between_markers(args.out, block, args.block)
+    sweep_folder_cli(table, __doc__.splitlines()[0], "self_edit_check")
 
 
 if __name__ == "__main__":

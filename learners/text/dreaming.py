@@ -41,7 +41,7 @@ A dream is cued by a passage, or (`dream_about=sentence`) by one sentence of it,
 the dreams of every unit ask about every fact a passage states. The rounds dream about the
 first `max_passages` units. After them the model consolidates
 by SFT on the last round's rewarded dreams (`consolidate=rewarded`), or (`every-passage`) on a
-fresh dream about every passage of the experience from the generator the rounds trained,
+fresh dream about every unit of the experience from the generator the rounds trained,
 as SEAL applies its self-edits to every passage once its policy is trained; with
 `require_grounded` only the fresh dreams that pass the verifier are fitted. Two more values
 are diagnostics that bound what a self-edit can add, not learners: `dev-answers` fits the
@@ -318,16 +318,16 @@ class ReSTEMDreaming(SleepStage):
 
     def consolidate(
         self, learner: TextLearner, context: SleepContext, generator: torch.Generator, records: list[DreamRecord],
-        rewarded: list[DreamRecord], passages: list[str], anchors: list[str],
+        rewarded: list[DreamRecord], units: list[str], anchors: list[str],
     ) -> Metrics:
         """Fit what `consolidate` names: the last round's rewarded dreams, or (`every-passage`) a fresh round of
-        dreams about every passage from the generator the rounds trained, as SEAL applies its self-edits
+        dreams about every unit (passage or sentence) from the generator the rounds trained, as SEAL applies its self-edits
         (those that pass the verifier, with `require_grounded`); or a diagnostic's lines: the dev questions
         answered (`dev-answers`) or none, the experience's documents alone (`documents`)."""
         opts = self.options
         chosen = rewarded if opts.consolidate == "rewarded" else []
         if opts.consolidate == "every-passage":
-            final = self.dream_round(learner, opts.rounds, passages, generator)
+            final = self.dream_round(learner, opts.rounds, units, generator)
             records, chosen = records + final, [record for record in final if self.verified(record)]
         for record in chosen:
             record.consolidated = True
