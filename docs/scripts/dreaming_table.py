@@ -99,6 +99,8 @@ PAIRS = [
     ("seal-grounded-sentences-rounds", "seal-grounded-sentences"),
     ("sleep-keyed-sentences", "seal-grounded-sentences"),
     ("sleep-keyed-sentences", "finetune-no-dream"),
+    ("sleep-grounded-sentences-no-random-expert", "sleep-grounded-sentences"),
+    ("sleep-grounded-sentences-no-random-expert", "seal-grounded-sentences"),
 ]
 
 
