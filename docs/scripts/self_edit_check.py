@@ -28,6 +28,7 @@ from somna.curricula.world import ATTRIBUTES
 from somna.evals.compare import find_runs
 from somna.evals.dreams import ExperienceDreams, read_dreams
 from somna.evals.rundir import load_run
+from somna.learners.text.dreaming import sentences
 
 from dreaming_table import sweep_folder_cli  # this script's folder is on sys.path when it runs
 from lm_table import fmt
@@ -48,9 +49,9 @@ QUESTIONS = [(attribute, template_pattern(t)) for attribute, spec in ATTRIBUTES.
 def passage_facts(passage: str) -> dict[Fact, str]:
     """Every (person, attribute) -> value its sentences state."""
     facts = {}
-    for sentence in re.findall(r"[^.]+\.", passage):
+    for sentence in sentences(passage):
         for attribute, pattern in STATEMENTS:
-            match = pattern.fullmatch(sentence.strip())
+            match = pattern.fullmatch(sentence)
             if match:
                 facts[(match["e"], attribute)] = match["v"]
                 break
@@ -85,9 +86,9 @@ def run_row(path: Path) -> tuple[float, float, float, float] | None:
     """A run's dreams fitted per sleep, the shares of them well formed and correct (over its sleeps together),
     and the share of facts a correct dream states per sleep; None when it fitted no dream."""
     sleeps = [sleep_counts(sleep) for sleep in read_dreams(path).experiences]
-    fitted, formed, correct, stated, facts = (np.array(column, dtype=float) for column in zip(*sleeps)) if sleeps else [np.zeros(1)] * 5
-    if not fitted.sum():
+    if not sum(counts[0] for counts in sleeps):
         return None
+    fitted, formed, correct, stated, facts = (np.array(column, dtype=float) for column in zip(*sleeps))
     return float(fitted.mean()), float(formed.sum() / fitted.sum()), float(correct.sum() / fitted.sum()), float((stated / np.maximum(facts, 1)).mean())
 
 
