@@ -15,7 +15,10 @@ reward picks faithful self-edits; "dreams fitted per sleep" = the dreams the sta
 every passage or sentence) and how many of them differ (ReST-EM can make the generator repeat one). "base" is the pretrained base before the
 stream: the runs' `init` row. Rows follow the variants file's order. A second
 table pairs rows by seed (PAIRS): what dreaming and each of its parts add, with
-the interval of the per-seed difference. The tables replace the text between the
+the interval of the per-seed difference. Two dev tables follow (dev questions, never
+the test probes): the dev exact match before → after each sleep's dreaming, and, for
+the sleep rows, where it comes from: the teacher's (the ceiling), the student's before
+and after knowledge seeding and after dreaming — the headroom seeding leaves to dreaming. The tables replace the text between the
 `lm_table:BLOCK` markers of --out (docs/lm_results.md; --block, default `dreaming`).
 """
 
@@ -132,6 +135,40 @@ def dev_table(runs: dict[str, list], order: list[str]) -> list[str]:
     return header + lines
 
 
+STAGE_KEYS = (  # a sleep's dev exact match at each point (the teacher's: with its fast memory, the ceiling seeding distils)
+    ("teacher (fast memory)", "knowledge-seeding/teacher_dev_em"),
+    ("before seeding", "knowledge-seeding/student_dev_em_before"),
+    ("after seeding", "knowledge-seeding/student_dev_em_after"),
+    ("after dreaming", "dreaming/student_dev_em_after"),
+)
+
+
+def stage_means(run) -> list[float] | None:
+    """A run's dev exact match at each STAGE_KEYS point, mean over its sleeps; None unless every sleep logged all of them
+    (a sleep without a dreaming stage ends at "after seeding": its "after dreaming" is that)."""
+    sleeps = [event["metrics"] for event in run.events if event.get("event") == "sleep"]
+    if not sleeps or any(STAGE_KEYS[2][1] not in m for m in sleeps):
+        return None
+    return [float(np.mean([m.get(key, m[STAGE_KEYS[2][1]]) for m in sleeps])) for _, key in STAGE_KEYS]
+
+
+def stage_table(runs: dict[str, list], order: list[str]) -> list[str]:
+    """Where a sleep's dev exact match comes from: the headroom knowledge seeding leaves to dreaming, mean ± CI over seeds."""
+    lines = []
+    for label in order:
+        logged = [stage_means(run) for run in runs[label]]
+        if logged and all(v is not None for v in logged):
+            gap = [v[0] - v[2] for v in logged]
+            lines.append(f"| {label} | {' | '.join(fmt(list(c)) for c in zip(*logged))} | {fmt(gap)} |")
+    if not lines:
+        return []
+    names = [name for name, _ in STAGE_KEYS]
+    return [
+        "", "The experience's dev exact match through each sleep, mean over its sleeps (closed-book, but for the teacher, which answers with its fast memory):", "",
+        f"| row | {' | '.join(names)} | left to dreaming (teacher − after seeding) |", "|---|" + "---:|" * (len(names) + 1), *lines,
+    ]
+
+
 def scores(run) -> list[float]:
     """A run's values of COLUMNS."""
     R = run.square()
@@ -163,6 +200,7 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
         lines.append(f"| {label} | {' | '.join(fmt(list(c)) for c in columns)} | {dream_cells(runs[label])} |")
     lines += paired_rows(by_seed, PAIRS, COLUMNS)
     lines += dev_table(runs, order)
+    lines += stage_table(runs, order)
     threads = {run.config["resources"]["threads"] for group in runs.values() for run in group}
     if len(threads) == 1:
         torch.set_num_threads(int(threads.pop()))  # the runs' thread count, so that the provenance line names it
