@@ -175,13 +175,19 @@ def scores(run) -> list[float]:
     return [metrics.plasticity(R), metrics.acc(R), metrics.bwt(R), run.summary.get("skill_retention", float("nan"))]
 
 
-def table(sweep_dir: Path, variants_file: Path) -> str:
-    order = list(yaml.safe_load(variants_file.read_text()))
+def finished_runs(sweep_dir: Path, order: list[str], seeds: list[int] | None = None) -> dict[str, list]:
+    """The finished runs of the variants named in `order` (of `seeds` only, when given), by variant."""
     runs: dict[str, list] = defaultdict(list)
     for path in find_runs([sweep_dir]):
         run = load_run(path)
-        if run.summary is not None:
-            runs[run.config.get("variant")].append(run)
+        if run.summary is not None and run.config.get("variant") in order and (seeds is None or run.config["seed"] in seeds):
+            runs[run.config["variant"]].append(run)
+    return runs
+
+
+def table(sweep_dir: Path, variants_file: Path, seeds: list[int] | None = None) -> str:
+    order = list(yaml.safe_load(variants_file.read_text()))
+    runs = finished_runs(sweep_dir, order, seeds)
     missing = [label for label in order if not runs.get(label)]
     if missing:
         raise SystemExit(f"no finished runs for variant(s) {', '.join(missing)} in {sweep_dir}")
@@ -207,16 +213,17 @@ def table(sweep_dir: Path, variants_file: Path) -> str:
     return "\n".join([*lines, "", provenance_line()])
 
 
-def sweep_folder_cli(make_table: Callable[[Path, Path], str], description: str, block: str) -> None:
+def sweep_folder_cli(make_table: Callable[[Path, Path, list[int] | None], str], description: str, block: str) -> None:
     """The command line of the scripts that read a `somna sweep --variants` folder: print the table and write
     it between the `lm_table:BLOCK` markers of --out."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--variants", type=Path, default=Path("docs/dreaming_variants.yaml"))
+    parser.add_argument("--seeds", type=int, nargs="+", help="read only these seeds' runs (a choice made on some seeds' dev split)")
     parser.add_argument("--out", type=Path, default=Path("docs/lm_results.md"))
     parser.add_argument("--block", default=block, help="the lm_table:BLOCK markers of --out to write between")
     args = parser.parse_args()
-    report = make_table(args.sweep_dir, args.variants)
+    report = make_table(args.sweep_dir, args.variants, args.seeds)
     print(report)
     write_between_markers(args.out, report, args.block)
 

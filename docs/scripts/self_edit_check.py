@@ -18,19 +18,16 @@ between the `lm_table:BLOCK` markers of --out.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from somna.curricula.world import ATTRIBUTES
-from somna.evals.compare import find_runs
 from somna.evals.dreams import ExperienceDreams, read_dreams
-from somna.evals.rundir import load_run
 from somna.learners.text.dreaming import sentences
 
-from dreaming_table import sweep_folder_cli  # this script's folder is on sys.path when it runs
+from dreaming_table import finished_runs, sweep_folder_cli  # this script's folder is on sys.path when it runs
 from lm_table import fmt
 
 NAME, VALUE = r"(?P<e>[A-Z][a-z]+)", r"(?P<v>[A-Za-z0-9]+)"
@@ -92,14 +89,10 @@ def run_row(path: Path) -> tuple[float, float, float, float] | None:
     return float(fitted.mean()), float(formed.sum() / fitted.sum()), float(correct.sum() / fitted.sum()), float((stated / np.maximum(facts, 1)).mean())
 
 
-def table(sweep_dir: Path, variants_file: Path) -> str:
+def table(sweep_dir: Path, variants_file: Path, seeds: list[int] | None = None) -> str:
     order = list(yaml.safe_load(variants_file.read_text()))
-    rows: dict[str, list] = defaultdict(list)
-    for path in find_runs([sweep_dir]):
-        run = load_run(path)
-        row = run_row(path) if run.summary is not None and run.config.get("variant") in order else None
-        if row is not None:
-            rows[run.config["variant"]].append(row)
+    runs = finished_runs(sweep_dir, order, seeds)
+    rows = {label: [row for row in map(run_row, (run.path for run in runs[label])) if row is not None] for label in order}
     lines = [
         "What the fitted dreams say, against the world that wrote the passages (per sleep, mean ± 95% CI over the seeds):",
         "",
