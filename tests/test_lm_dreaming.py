@@ -11,12 +11,14 @@ import torch
 
 import somna.learners.text.dreaming as dreaming
 from somna.learners.base import SleepContext
-from somna.learners.text.encoding import answer_nll, encode_pairs
+from somna.learners.text.encoding import answer_nll, encode_pairs, kl_divergence, scored_log_probs
 from somna.learners.text.model import SleepLM, SleepLMConfig
 from somna.learners.text.rewards import answer_in_passage
+from somna.learners.text.seeding import GKDSeeding
 from somna.learners.text.tokenizer import NUM_BYTES, SPECIALS, train_tokenizer
 from somna.platform.builders import build_curriculum, build_learner
-from somna.platform.config import load_config
+from somna.platform.config import ConfigError, load_config
+from somna.platform.launch import check_buildable
 from somna.platform.registry import LEARNERS
 
 
@@ -231,3 +233,57 @@ def test_unknown_dreaming_option_is_a_one_line_error():
     with pytest.raises(ValueError, match="unknown option.*bogus"):
         dreaming.ReSTEMDreaming.with_options(bogus=1)
 
+
+
+def seeded_micro_sleep():
+    """A micro sleep learner in its first sleep, after expansion and knowledge seeding: (learner, context, experience)."""
+    cfg = load_config("fact-stream-micro", ["seed=0"])
+    curriculum = build_curriculum(cfg)
+    learner = build_learner(cfg, curriculum.info)
+    learner.wake(curriculum[0])
+    context = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0))
+    learner.sleep_stages["expansion"](learner, context)
+    GKDSeeding.with_options(steps=10, questions_per_passage=2, num_prompts=4, protect_prompts=32, batch_size=2, max_new_tokens=8)(learner, context)
+    return learner, context, curriculum[0]
+
+
+@pytest.mark.learned
+def test_protected_consolidation_keeps_the_slow_models_outputs_on_seedings_protection_rows():
+    """protect_share > 0 fits the dreams beside the rows knowledge seeding guarded (KL to the slow model): at a step
+    large enough to move the new expert, the student stays closer to the slow model on those rows than the same
+    minibatch steps without protection leave it, and it still learns the fitted lines."""
+    learner, context, experience = seeded_micro_sleep()
+    protect = context.protection
+    assert protect is not None and len(protect.prompts) > 8
+    lines = list(experience.train["text"])  # stand-ins for the dreams: the experience's passages
+    rows = encode_pairs(learner.tokenizer, protect.prompts, protect.completions, 64)
+    fitted = encode_pairs(learner.tokenizer, [""] * len(lines), lines, 64)
+    trainable = learner.sleep_parameters(context)
+    seeded = [p.detach().clone() for p in trainable]
+
+    def consolidated(share: float) -> tuple[float, float]:
+        """(KL(slow || student) on the protection rows, the loss on the fitted lines) after consolidating from `seeded`."""
+        with torch.no_grad():
+            for parameter, value in zip(trainable, seeded):
+                parameter.copy_(value)
+        options = dreaming.ReSTEMDreamingOptions(protect_share=share, consolidation_steps=30, lr=0.05, batch_size=4)
+        with dreaming.training_only(learner.model, trainable):
+            dreaming.protected_fit(learner, context, lines, options)
+        with torch.no_grad():
+            return float(kl_divergence(scored_log_probs(context.slow, rows), scored_log_probs(learner.model, rows))), float(learner.model(**fitted).loss)
+
+    with torch.no_grad():
+        before = float(learner.model(**fitted).loss)
+    (protected, learned), (unprotected, _) = consolidated(0.8), consolidated(0.0)
+    assert protected < 0.5 * unprotected
+    assert learned < before  # the lines were still learned
+
+
+def test_protected_consolidation_needs_knowledge_seeding_before_dreaming():
+    for overrides in (["learner=seal"], ["learner.sleep.stages=[expansion,dreaming,knowledge-seeding]"]):
+        with pytest.raises(ConfigError, match="protect_share reads knowledge seeding's protection rows") as error:
+            check_buildable(load_config("fact-stream-micro", [*overrides, "learner.sleep.options.dreaming.protect_share=0.5"]))
+        assert "\n" not in str(error.value)
+    check_buildable(load_config("fact-stream-micro", ["learner.sleep.stages=[expansion,knowledge-seeding,dreaming]", "learner.sleep.options.dreaming.protect_share=0.5"]))
+    with pytest.raises(ValueError, match="protect_share must be in"):
+        dreaming.ReSTEMDreamingOptions(protect_share=1.0)

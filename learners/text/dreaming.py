@@ -48,7 +48,11 @@ are diagnostics that bound what a self-edit can add, not learners: `dev-answers`
 experience's dev questions with their answers (a correct QA line per fact, what a perfect
 self-edit generator would write; the dev split then no longer measures anything held out),
 and `documents` fits the experience's documents alone for the same steps (the control for
-the consolidation steps). With `rounds=0` the stage only consolidates. The experience's
+the consolidation steps). With `rounds=0` the stage only consolidates. In a sleep whose knowledge
+seeding ran first, `protect_share > 0` fits the consolidation as seeding fits the teacher's pairs:
+minibatches of `batch_size`, each step's loss with that share on KL(slow || student) over the rows
+seeding guarded, so that what the dreams teach the new expert does not rewrite what the slow
+model says (unprotected, a larger step on them cost the later sleeps' teachers their reading). The experience's
 dev exact match before and after the stage is logged. Every dream, its score, whether it
 was kept, its reward, its improvement and whether it was consolidated go to `dreams.jsonl`
 in the sleep's artifacts directory. No past raw data is used.
@@ -72,12 +76,14 @@ from somna.learners.shared.distributed import DataParallel
 from somna.learners.stages import SleepStage
 from somna.learners.text.encoding import answer_nll, encode_pairs, sample_completions
 from somna.learners.text.experts import novelty_routing
-from somna.learners.text.learner import TextLearner, dev_rows, training_only
+from somna.learners.text.learner import TextLearner, TextSleepContext, dev_rows, training_only
 from somna.learners.text.rewards import answer_in_passage
+from somna.learners.text.seeding import SeedingData, supervised_steps
 from somna.platform.registry import register_sleep_stage
 
 LORA_TARGETS = "all-linear"  # PEFT: every linear layer but the LM head, whatever the base calls them
 CONSOLIDATE = ("rewarded", "every-passage", "dev-answers", "documents")  # what the stage fits after its rounds
+CONSOLIDATION_SALT = 13  # seeds the protected consolidation's row order
 
 
 @dataclass
@@ -107,6 +113,8 @@ class ReSTEMDreamingOptions:
     reward_tasks: bool = True  # LoRA copies as Ray tasks when Ray has >= 2 free CPUs
     require_grounded: bool = False  # reward only dreams whose answer is words of their passage (rewards.answer_in_passage)
     consolidate: str = "rewarded"  # what the model fits after the rounds: the last round's rewarded dreams, or "every-passage": fresh dreams about every passage of the experience (SEAL's evaluation); diagnostics: "dev-answers", "documents"
+    protect_share: float = 0.0  # > 0: consolidate in minibatches with this share of each step on KL(slow || student) over knowledge seeding's protection rows
+    batch_size: int = 8  # rows per consolidation step when protect_share > 0 (else one batch of everything, as shipped)
 
     def __post_init__(self) -> None:
         if min(self.dreams_per_passage, self.max_passages, self.lora_rank, self.opening_words) < 1:
@@ -121,6 +129,8 @@ class ReSTEMDreamingOptions:
             raise ValueError(f"learner.sleep.options.dreaming.consolidate must be one of {', '.join(CONSOLIDATE)}, got {self.consolidate!r}")
         if self.consolidate == "documents" and not self.anchor_documents:
             raise ValueError("learner.sleep.options.dreaming: consolidate=documents fits the experience's documents, so it needs anchor_documents=true")
+        if not 0.0 <= self.protect_share < 1.0 or self.batch_size < 1:
+            raise ValueError(f"learner.sleep.options.dreaming: protect_share must be in [0, 1) and batch_size >= 1, got {self.protect_share}, {self.batch_size}")
         if self.gradient_score not in ("alignment", "norm"):
             raise ValueError(f"learner.sleep.options.dreaming.gradient_score must be alignment or norm, got {self.gradient_score!r}")
         try:
@@ -262,6 +272,10 @@ class ReSTEMDreaming(SleepStage):
     Options = ReSTEMDreamingOptions
     hooks = ("model", "tokenizer", "frozen_copy", "apply_pending_updates", "training_texts", "sleep_parameters", "dev_exact_match")
 
+    def check_stages(self, stages: list[str]) -> None:
+        if self.options.protect_share and "knowledge-seeding" not in stages[: stages.index("dreaming")]:
+            raise ValueError("learner.sleep.options.dreaming.protect_share reads knowledge seeding's protection rows: knowledge-seeding must come before dreaming in learner.sleep.stages")
+
     def __call__(self, learner: TextLearner, context: SleepContext) -> Metrics:
         opts = self.options
         learner.apply_pending_updates()  # wake's pending slow-block update lands first: dreams come from the whole woken model
@@ -333,7 +347,12 @@ class ReSTEMDreaming(SleepStage):
             record.consolidated = True
         lines = [r.dream for r in chosen] + ([row["text"] for row in dev_rows(context.experience)] if opts.consolidate == "dev-answers" else [])
         fits = bool(lines) or opts.consolidate == "documents"
-        loss = fit(learner, [""] * len(lines), lines, anchors, opts.consolidation_steps, opts.lr) if fits else 0.0
+        if not fits:
+            loss = 0.0
+        elif opts.protect_share:
+            loss = protected_fit(learner, context, lines + anchors, opts)
+        else:
+            loss = fit(learner, [""] * len(lines), lines, anchors, opts.consolidation_steps, opts.lr)
         write_dreams(context, records)
         return {"consolidated_dreams": float(len(lines)), "consolidation_loss": loss}
 
@@ -371,6 +390,14 @@ def fit(learner: TextLearner, prompts: list[str], completions: list[str], anchor
     """SFT of the learner's model on (prompt -> completion) pairs, next to the experience's own documents when anchored."""
     batch = encode_pairs(learner.tokenizer, prompts + [""] * len(anchors), completions + anchors, learner.config.max_length)
     return sft_steps(learner.model, batch, steps, lr)
+
+
+def protected_fit(learner: TextLearner, context: TextSleepContext, texts: list[str], opts: ReSTEMDreamingOptions) -> float:
+    """Fit `texts` as knowledge seeding fits its new pairs (seeding.supervised_steps): `batch_size` of them a step, with
+    `protect_share` of the loss on KL(slow || student) over the protection rows seeding guarded in this sleep."""
+    new = SeedingData([""] * len(texts), [""] * len(texts), texts)
+    seed = derive_seed(learner.seed, context.index, CONSOLIDATION_SALT)
+    return supervised_steps(learner, new, context.protection, context.slow, opts.consolidation_steps, opts.lr, opts.batch_size, opts.protect_share, seed)
 
 
 def sample_texts(learner: TextLearner, prompts: list[str], max_new_tokens: int, generator: torch.Generator, temperature: float = 1.0) -> list[str]:

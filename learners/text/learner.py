@@ -23,7 +23,7 @@ import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +31,9 @@ from somna.learners.base import Learner, LearnerConfig, Metrics, SleepContext
 from somna.learners.text.bases import load_base
 from somna.learners.text.encoding import answer_nll, encode_documents, greedy_answers, score_model, score_probes
 from somna.learners.text.experts import ExpertMLP, attach_cms, cms_blocks
+
+if TYPE_CHECKING:
+    from somna.learners.text.seeding import SeedingData
 
 SKILL_PREFIX = "skill/"
 
@@ -90,6 +93,7 @@ class TextSleepContext(SleepContext):
     teacher: torch.nn.Module | None = None  # the model as woken, with its fast memory (frozen)
     slow: torch.nn.Module | None = None  # the model without its fast memory, before this sleep trained anything (frozen)
     new_expert: tuple[int, int] | None = None  # (CMS level, expert) that expansion unlocked
+    protection: SeedingData | None = None  # the slow model's own pairs knowledge seeding guarded (a protected dreaming reuses them)
 
 
 class TextLearner(Learner):

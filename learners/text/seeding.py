@@ -329,6 +329,7 @@ class GKDSeeding(SleepStage):
             if opts.protect_where == "gate-open":
                 guarded = protect.take(gate_open_rows(learner, context.new_expert, protect))
                 metrics |= {"protect_rows": float(len(protect.prompts)), "protect_rows_gate_open": float(len(guarded.prompts))}
+        context.protection = guarded
         cues, generations = guarded.partition(set(learner.rehearsal_cues)) if opts.cue_rows else (None, guarded)
         gap = lambda: completion_kl(teacher, model, tokenizer, new.teacher_prompts, new.prompts, new.completions, learner.config.max_length)  # noqa: E731
         trainable = learner.sleep_parameters(context)
