@@ -104,6 +104,13 @@ PAIRS = [
     ("sleep-keyed-sentences", "finetune-no-dream"),
     ("sleep-grounded-sentences-no-random-expert", "sleep-grounded-sentences"),
     ("sleep-grounded-sentences-no-random-expert", "seal-grounded-sentences"),
+    ("sleep-grounded-sentences-no-random-expert", "sleep-no-dreaming"),  # what dreaming adds to sleep, ...
+    ("sleep-no-teacher-qa", "sleep-no-teacher-qa-no-dreaming"),  # ... when seeding distils no QA of the teacher's own, ...
+    ("sleep-no-dreaming", "sleep-no-teacher-qa-no-dreaming"),  # ... and what that QA adds to seeding
+    ("sleep-keyed-sentences", "sleep-keyed-no-dreaming"),
+    ("sleep-sentences-protected-fit-256-at-0.02", "sleep-no-dreaming"),  # dreams fitted as seeding fits its pairs
+    ("sleep-sentences-protected-fit-256-at-0.02", "sleep-grounded-sentences-no-random-expert"),
+    ("sleep-sentences-protected-fit-256-at-0.02", "seal-grounded-sentences"),
 ]
 
 
