@@ -88,7 +88,7 @@ class TextLearnerConfig(LearnerConfig):
 
 @dataclass
 class TextSleepContext(SleepContext):
-    """A text learner's sleep: what its stages hand each other (expansion -> knowledge seeding)."""
+    """A text learner's sleep: what its stages hand each other (expansion -> knowledge seeding -> dreaming)."""
 
     teacher: torch.nn.Module | None = None  # the model as woken, with its fast memory (frozen)
     slow: torch.nn.Module | None = None  # the model without its fast memory, before this sleep trained anything (frozen)
