@@ -40,6 +40,9 @@ def test_rows_without_seeding_logs_have_no_stage_row():
     no_seeding = run({"event": "sleep", "metrics": {"dreaming/student_dev_em_after": 0.5}})
     assert stage_means(no_seeding) is None
     assert stage_means(run()) is None
+    without_teacher = sleep(1.0, 0.0, 0.5, 0.75)
+    del without_teacher["metrics"]["knowledge-seeding/teacher_dev_em"]
+    assert stage_means(run(without_teacher)) is None  # no point of the sleep stands in for another but dreaming's
     runs = {"seal": [no_seeding], "sleep": [run(sleep(1.0, 0.0, 0.5, 0.75)), run(sleep(1.0, 0.0, 0.7, 0.75))]}
     lines = stage_table(runs, ["seal", "sleep"])
     rows = [line for line in lines if line.startswith("| sleep")]

@@ -234,7 +234,6 @@ def test_unknown_dreaming_option_is_a_one_line_error():
         dreaming.ReSTEMDreaming.with_options(bogus=1)
 
 
-
 def seeded_micro_sleep():
     """A micro sleep learner in its first sleep, after expansion and knowledge seeding: (learner, context, experience)."""
     cfg = load_config("fact-stream-micro", ["seed=0"])

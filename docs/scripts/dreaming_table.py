@@ -117,10 +117,14 @@ PAIRS = [
 DEV_KEYS = ("dreaming/student_dev_em_before", "dreaming/student_dev_em_after")
 
 
+def sleep_metrics(run) -> list[dict[str, float]]:
+    """The metrics each of a run's sleeps logged, in order."""
+    return [event.get("metrics") or {} for event in run.events if event.get("event") == "sleep"]
+
+
 def dev_by_sleep(run) -> list[tuple[float, float]]:
     """(dev exact match before, after) the dreaming stage, sleep by sleep, as the run logged them ([] before it did)."""
-    sleeps = [event["metrics"] for event in run.events if event.get("event") == "sleep" and DEV_KEYS[0] in (event.get("metrics") or {})]
-    return [(m[DEV_KEYS[0]], m[DEV_KEYS[1]]) for m in sleeps]
+    return [(m[DEV_KEYS[0]], m[DEV_KEYS[1]]) for m in sleep_metrics(run) if DEV_KEYS[0] in m]
 
 
 def dev_table(runs: dict[str, list], order: list[str]) -> list[str]:
@@ -142,21 +146,22 @@ def dev_table(runs: dict[str, list], order: list[str]) -> list[str]:
     return header + lines
 
 
-STAGE_KEYS = (  # a sleep's dev exact match at each point (the teacher's: with its fast memory, the ceiling seeding distils)
+SEEDING_KEYS = (  # a sleep's dev exact match through knowledge seeding (the teacher's: with its fast memory, the ceiling seeding distils)
     ("teacher (fast memory)", "knowledge-seeding/teacher_dev_em"),
     ("before seeding", "knowledge-seeding/student_dev_em_before"),
     ("after seeding", "knowledge-seeding/student_dev_em_after"),
-    ("after dreaming", "dreaming/student_dev_em_after"),
 )
+STAGE_NAMES = [name for name, _ in SEEDING_KEYS] + ["after dreaming"]
 
 
 def stage_means(run) -> list[float] | None:
-    """A run's dev exact match at each STAGE_KEYS point, mean over its sleeps; None unless every sleep logged all of them
+    """A run's dev exact match at each of STAGE_NAMES, mean over its sleeps; None unless every sleep logged its seeding's
     (a sleep without a dreaming stage ends at "after seeding": its "after dreaming" is that)."""
-    sleeps = [event["metrics"] for event in run.events if event.get("event") == "sleep"]
-    if not sleeps or any(STAGE_KEYS[2][1] not in m for m in sleeps):
+    sleeps = sleep_metrics(run)
+    if not sleeps or any(key not in m for m in sleeps for _, key in SEEDING_KEYS):
         return None
-    return [float(np.mean([m.get(key, m[STAGE_KEYS[2][1]]) for m in sleeps])) for _, key in STAGE_KEYS]
+    points = [[m[key] for _, key in SEEDING_KEYS] + [m.get(DEV_KEYS[1], m[SEEDING_KEYS[-1][1]])] for m in sleeps]
+    return [float(np.mean(column)) for column in zip(*points)]
 
 
 def stage_table(runs: dict[str, list], order: list[str]) -> list[str]:
@@ -169,10 +174,9 @@ def stage_table(runs: dict[str, list], order: list[str]) -> list[str]:
             lines.append(f"| {label} | {' | '.join(fmt(list(c)) for c in zip(*logged))} | {fmt(gap)} |")
     if not lines:
         return []
-    names = [name for name, _ in STAGE_KEYS]
     return [
         "", "The experience's dev exact match through each sleep, mean over its sleeps (closed-book, but for the teacher, which answers with its fast memory):", "",
-        f"| row | {' | '.join(names)} | left to dreaming (teacher − after seeding) |", "|---|" + "---:|" * (len(names) + 1), *lines,
+        f"| row | {' | '.join(STAGE_NAMES)} | left to dreaming (teacher − after seeding) |", "|---|" + "---:|" * (len(STAGE_NAMES) + 1), *lines,
     ]
 
 
