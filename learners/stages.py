@@ -62,6 +62,10 @@ class SleepStage(abc.ABC):
     def check_stages(self, stages: list[str]) -> None:
         """A ValueError when these options need a stage that `stages` (the run's list) lacks; by default none."""
 
+    def required_hooks(self) -> tuple[str, ...]:
+        """The hooks these options use: `hooks`, plus any that an option turns on."""
+        return type(self).hooks
+
     @abc.abstractmethod
     def __call__(self, learner: Learner, context: SleepContext) -> Metrics:
         """Run one sleep's share of this stage; return metrics (logged as `<stage>/<key>`)."""
@@ -108,7 +112,7 @@ def check_sleep_stages(config: SleepConfig, learner_cls: type) -> None:
     stages = build_sleep_stages(config, learner_cls.modality)
     for name, stage in stages.items():
         stage.check_stages(list(stages))
-        missing = [hook for hook in type(stage).hooks if not declares(learner_cls, hook)]
+        missing = [hook for hook in stage.required_hooks() if not declares(learner_cls, hook)]
         if missing:
             raise ValueError(
                 f"sleep stage {name!r} needs learner.{', learner.'.join(missing)}, which {learner_cls.__name__} "

@@ -267,7 +267,7 @@ def test_protected_consolidation_keeps_the_slow_models_outputs_on_seedings_prote
                 parameter.copy_(value)
         options = dreaming.ReSTEMDreamingOptions(protect_share=share, consolidation_steps=30, lr=0.05, batch_size=4)
         with dreaming.training_only(learner.model, trainable):
-            dreaming.protected_fit(learner, context, lines, options)
+            dreaming.protected_fit(learner, context, [""] * len(lines), lines, options)
         with torch.no_grad():
             return float(kl_divergence(scored_log_probs(context.slow, rows), scored_log_probs(learner.model, rows))), float(learner.model(**fitted).loss)
 
@@ -286,3 +286,56 @@ def test_protected_consolidation_needs_knowledge_seeding_before_dreaming():
     check_buildable(load_config("fact-stream-micro", ["learner.sleep.stages=[expansion,knowledge-seeding,dreaming]", "learner.sleep.options.dreaming.protect_share=0.5"]))
     with pytest.raises(ValueError, match="protect_share must be in"):
         dreaming.ReSTEMDreamingOptions(protect_share=1.0)
+
+
+def test_teacher_agreement_fits_only_the_dreams_the_teacher_answers_alike(tmp_path, monkeypatch):
+    """dreaming.teacher=agree: the sleep's teacher is asked each dream's question as its fast memory reads (here the
+    whole passage the sentence came from, in context) and a dream is fitted only when the answers match."""
+    cfg = load_config("fact-stream-micro", ["seed=0"])
+    curriculum = build_curriculum(cfg)
+    learner = build_learner(cfg, curriculum.info)
+    learner.wake(curriculum[0])
+    context = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0, artifacts_dir=tmp_path))
+    samples = ["who is it? A: Ann", "who is it? A: Bob", "no question here"]
+    monkeypatch.setattr(dreaming, "sample_texts", lambda learner, prompts, *args: [samples[i % 3] for i in range(len(prompts))])
+    asked: list[tuple[torch.nn.Module, list[str]]] = []
+    monkeypatch.setattr(dreaming, "greedy_answers", lambda model, tokenizer, prompts, *args: asked.append((model, prompts)) or ["ann."] * len(prompts))
+    fitted: list[list[str]] = []
+    monkeypatch.setattr(dreaming, "fit", lambda learner, prompts, completions, *args: fitted.append(list(completions)) or 0.0)
+    options = {"rounds": 0, "dreams_per_passage": 3, "consolidate": "every-passage", "dream_about": "sentence", "teacher": "agree"}
+    dreaming.ReSTEMDreaming.with_options(**options)(learner, context)
+    records = [json.loads(line) for line in (tmp_path / "dreams.jsonl").read_text().splitlines()]
+    (model, prompts), = asked
+    assert model is context.teacher
+    questioned = [r for r in records if r["sample"] != samples[2]]
+    assert prompts == [learner.fast_memory.teacher_prompt("Q: who is it? A:", r["document"]) for r in questioned]
+    assert all(r["passage"] in r["document"] and r["document"] in curriculum[0].train["text"] for r in records)
+    assert all(r["document"] in prompt for r, prompt in zip(questioned, prompts))  # the teacher reads the passage, not the sentence
+    consolidated = [r["dream"] for r in records if r["consolidated"]]
+    assert fitted == [consolidated] and set(consolidated) == {"Q: who is it? A: Ann"}  # Bob disagrees; no question, no answer
+    assert all(r["teacher_answer"] == ("ann." if r in questioned else "") for r in records)
+
+
+def test_teacher_agreement_needs_a_learner_with_a_fast_memory():
+    with pytest.raises(ConfigError, match="needs learner.fast_memory") as error:
+        check_buildable(load_config("fact-stream-micro", ["learner=seal", "learner.sleep.options.dreaming.teacher=agree"]))
+    assert "\n" not in str(error.value)
+    check_buildable(load_config("fact-stream-micro", ["learner.sleep.stages=[expansion,knowledge-seeding,dreaming]", "learner.sleep.options.dreaming.teacher=agree"]))
+    with pytest.raises(ValueError, match="teacher must be one of none, agree"):
+        dreaming.ReSTEMDreamingOptions(teacher="answer")
+
+
+def test_answers_only_fits_a_qa_dream_as_its_question_to_its_answer(monkeypatch):
+    """dreaming.answers_only: the loss of a QA dream falls on its answer alone (as on seeding's pairs); other lines stay whole."""
+    learner, curriculum = micro_seal(0)
+    monkeypatch.setattr(dreaming, "sample_texts", lambda learner, prompts, *args: ["who is it? A: Ann", "no answer here"] * (len(prompts) // 2))
+    fitted: list[tuple[list[str], list[str]]] = []
+    monkeypatch.setattr(dreaming, "fit", lambda learner, prompts, completions, *args: fitted.append((list(prompts), list(completions))) or 0.0)
+    options = {"rounds": 0, "dreams_per_passage": 2, "consolidate": "every-passage", "anchor_documents": False}
+    for answers_only in (False, True):
+        dreaming.ReSTEMDreaming.with_options(answers_only=answers_only, **options)(learner, SleepContext(curriculum[0], 2, seed=0))
+    (whole_prompts, whole), (prompts, completions) = fitted
+    assert set(whole_prompts) == {""} and set(whole) == {"Q: who is it? A: Ann", "Q: no answer here"}
+    assert set(zip(prompts, completions)) == {("Q: who is it? A:", "Ann"), ("", "Q: no answer here")} and len(prompts) == len(whole)
+    labels = dreaming.encode_pairs(learner.tokenizer, ["Q: who is it? A:"], ["Ann"], 64)["labels"][0]
+    assert learner.tokenizer.decode(labels[labels != -100]).strip() == "Ann</s>"  # the question is read, not a target

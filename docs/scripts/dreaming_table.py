@@ -111,6 +111,10 @@ PAIRS = [
     ("sleep-sentences-protected-fit-256-at-0.02", "sleep-no-dreaming"),  # dreams fitted as seeding fits its pairs
     ("sleep-sentences-protected-fit-256-at-0.02", "sleep-grounded-sentences-no-random-expert"),
     ("sleep-sentences-protected-fit-256-at-0.02", "seal-grounded-sentences"),
+    ("sleep-keyed-protected-fit-256-at-0.01", "sleep-keyed-no-dreaming"),  # dreaming on the keyed row, ...
+    ("sleep-keyed-teacher-verified-fit-256-at-0.01", "sleep-keyed-no-dreaming"),  # ... with the teacher's verifier
+    ("sleep-keyed-teacher-verified-fit-256-at-0.01", "sleep-keyed-protected-fit-256-at-0.01"),
+    ("sleep-keyed-teacher-verified-fit-256-at-0.01", "seal-grounded-sentences"),
 ]
 
 

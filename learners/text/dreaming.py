@@ -43,7 +43,12 @@ first `max_passages` units. After them the model consolidates
 by SFT on the last round's rewarded dreams (`consolidate=rewarded`), or (`every-passage`) on a
 fresh dream about every unit of the experience from the generator the rounds trained,
 as SEAL applies its self-edits to every passage once its policy is trained; with
-`require_grounded` only the fresh dreams that pass the verifier are fitted. Two more values
+`require_grounded` only the fresh dreams that pass the verifier are fitted. A second verifier,
+`teacher=agree` (sleep only), asks the sleep's teacher each dream's question, reading as its fast
+memory reads (the whole passage in context, or its store), and passes a dream only when the two
+answers match: a dream stated about the passage need not be what the passage says. With
+`answers_only`, a QA dream is fitted as its question -> its answer, the loss on the answer as on
+seeding's pairs, so a misspelt name in a dream's question is read but never learned to be written. Two more values
 are diagnostics that bound what a self-edit can add, not learners: `dev-answers` fits the
 experience's dev questions with their answers (a correct QA line per fact, what a perfect
 self-edit generator would write; the dev split then no longer measures anything held out),
@@ -74,15 +79,16 @@ from peft import LoraConfig, get_peft_model
 from somna.learners.base import Metrics, SleepContext, derive_seed
 from somna.learners.shared.distributed import DataParallel
 from somna.learners.stages import SleepStage
-from somna.learners.text.encoding import answer_nll, encode_pairs, sample_completions
+from somna.learners.text.encoding import answer_nll, encode_pairs, greedy_answers, sample_completions
 from somna.learners.text.experts import novelty_routing
 from somna.learners.text.learner import TextLearner, TextSleepContext, dev_rows, training_only
-from somna.learners.text.rewards import answer_in_passage
-from somna.learners.text.seeding import SeedingData, supervised_steps
+from somna.learners.text.rewards import answer_in_passage, exact_match
+from somna.learners.text.seeding import SeedingData, question_of, supervised_steps
 from somna.platform.registry import register_sleep_stage
 
 LORA_TARGETS = "all-linear"  # PEFT: every linear layer but the LM head, whatever the base calls them
 CONSOLIDATE = ("rewarded", "every-passage", "dev-answers", "documents")  # what the stage fits after its rounds
+TEACHER_CHECKS = ("none", "agree")  # the verifiers a sleep's teacher can add
 CONSOLIDATION_SALT = 13  # seeds the protected consolidation's row order
 
 
@@ -112,9 +118,11 @@ class ReSTEMDreamingOptions:
     anchor_documents: bool = True  # M-step and consolidation batches also hold the experience's documents
     reward_tasks: bool = True  # LoRA copies as Ray tasks when Ray has >= 2 free CPUs
     require_grounded: bool = False  # reward only dreams whose answer is words of their passage (rewards.answer_in_passage)
+    teacher: str = "none"  # "agree": a dream passes only when the sleep's teacher (fast memory) answers its question as it does
     consolidate: str = "rewarded"  # what the model fits after the rounds: the last round's rewarded dreams, or "every-passage": fresh dreams about every passage of the experience (SEAL's evaluation); diagnostics: "dev-answers", "documents"
     protect_share: float = 0.0  # > 0: consolidate in minibatches with this share of each step on KL(slow || student) over knowledge seeding's protection rows
     batch_size: int = 8  # rows per consolidation step when protect_share > 0 (else one batch of everything, as shipped)
+    answers_only: bool = False  # consolidate a QA line as its question -> its answer (loss on the answer, as seeding's pairs), not as a whole line
 
     def __post_init__(self) -> None:
         if min(self.dreams_per_passage, self.max_passages, self.lora_rank, self.opening_words) < 1:
@@ -125,6 +133,8 @@ class ReSTEMDreamingOptions:
             raise ValueError(f"learner.sleep.options.dreaming.temperature must be > 0, got {self.temperature}")
         if self.dream_about not in ("passage", "sentence"):
             raise ValueError(f"learner.sleep.options.dreaming.dream_about must be passage or sentence, got {self.dream_about!r}")
+        if self.teacher not in TEACHER_CHECKS:
+            raise ValueError(f"learner.sleep.options.dreaming.teacher must be one of {', '.join(TEACHER_CHECKS)}, got {self.teacher!r}")
         if self.consolidate not in CONSOLIDATE:
             raise ValueError(f"learner.sleep.options.dreaming.consolidate must be one of {', '.join(CONSOLIDATE)}, got {self.consolidate!r}")
         if self.consolidate == "documents" and not self.anchor_documents:
@@ -257,6 +267,8 @@ class DreamRecord:
     reward: float = 0.0
     improvement: float = 0.0
     consolidated: bool = False  # fitted after the rounds
+    document: str = ""  # the passage the unit (`passage`: it or one of its sentences) comes from
+    teacher_answer: str = ""  # the teacher's answer to the dream's question, with `teacher=agree`
 
 
 def render_prompt(template: str, passage: str, opening_words: int) -> tuple[str, str]:
@@ -276,12 +288,15 @@ class ReSTEMDreaming(SleepStage):
         if self.options.protect_share and "knowledge-seeding" not in stages[: stages.index("dreaming")]:
             raise ValueError("learner.sleep.options.dreaming.protect_share reads knowledge seeding's protection rows: knowledge-seeding must come before dreaming in learner.sleep.stages")
 
+    def required_hooks(self) -> tuple[str, ...]:
+        return self.hooks + (("fast_memory",) if self.options.teacher != "none" else ())  # the teacher reads as its fast memory does
+
     def __call__(self, learner: TextLearner, context: SleepContext) -> Metrics:
         opts = self.options
         learner.apply_pending_updates()  # wake's pending slow-block update lands first: dreams come from the whole woken model
         generator = learner.generator(context.index, salt=11)
         documents, probes = dream_context(context.experience)
-        units = documents if opts.dream_about == "passage" else [sentence for document in documents for sentence in sentences(document)]
+        units = [(d, d) for d in documents] if opts.dream_about == "passage" else [(d, s) for d in documents for s in sentences(d)]
         passages = units[: opts.max_passages]
         reference = learner.frozen_copy()
         trial = LoraTrial(
@@ -298,7 +313,7 @@ class ReSTEMDreaming(SleepStage):
         return metrics | {"student_dev_em_before": before, "student_dev_em_after": learner.dev_exact_match(context.experience)}
 
     def dream(
-        self, learner: TextLearner, context: SleepContext, generator: torch.Generator, passages: list[str],
+        self, learner: TextLearner, context: SleepContext, generator: torch.Generator, passages: list[tuple[str, str]],
         probes: tuple[list[str], list[str]], reference: torch.nn.Module, trial: LoraTrial, anchors: list[str],
     ) -> tuple[Metrics, list[DreamRecord], list[DreamRecord]]:
         """The ReST-EM rounds (see the module docstring): their metrics, every dream and the last round's rewarded ones."""
@@ -307,7 +322,7 @@ class ReSTEMDreaming(SleepStage):
         rewarded: list[DreamRecord] = []
         fractions = []
         for round_index in range(opts.rounds):
-            batch = self.dream_round(learner, round_index, passages, generator)
+            batch = self.dream_round(learner, context, round_index, passages, generator)
             scores = self.selection_scores(learner, batch, probes)
             top_k = opts.top_k if opts.gradient_selection else 0
             kept = select(scores, top_k, opts.random_keep + opts.top_k - top_k, generator)
@@ -332,7 +347,7 @@ class ReSTEMDreaming(SleepStage):
 
     def consolidate(
         self, learner: TextLearner, context: SleepContext, generator: torch.Generator, records: list[DreamRecord],
-        rewarded: list[DreamRecord], units: list[str], anchors: list[str],
+        rewarded: list[DreamRecord], units: list[tuple[str, str]], anchors: list[str],
     ) -> Metrics:
         """Fit what `consolidate` names: the last round's rewarded dreams, or (`every-passage`) a fresh round of
         dreams about every unit (passage or sentence) from the generator the rounds trained, as SEAL applies its self-edits
@@ -341,24 +356,38 @@ class ReSTEMDreaming(SleepStage):
         opts = self.options
         chosen = rewarded if opts.consolidate == "rewarded" else []
         if opts.consolidate == "every-passage":
-            final = self.dream_round(learner, opts.rounds, units, generator)
+            final = self.dream_round(learner, context, opts.rounds, units, generator)
             records, chosen = records + final, [record for record in final if self.verified(record)]
         for record in chosen:
             record.consolidated = True
         lines = [r.dream for r in chosen] + ([row["text"] for row in dev_rows(context.experience)] if opts.consolidate == "dev-answers" else [])
         fits = bool(lines) or opts.consolidate == "documents"
+        prompts, completions = split_answers(lines) if opts.answers_only else ([""] * len(lines), lines)
         if not fits:
             loss = 0.0
         elif opts.protect_share:
-            loss = protected_fit(learner, context, lines + anchors, opts)
+            loss = protected_fit(learner, context, prompts + [""] * len(anchors), completions + anchors, opts)
         else:
-            loss = fit(learner, [""] * len(lines), lines, anchors, opts.consolidation_steps, opts.lr)
+            loss = fit(learner, prompts, completions, anchors, opts.consolidation_steps, opts.lr)
         write_dreams(context, records)
         return {"consolidated_dreams": float(len(lines)), "consolidation_loss": loss}
 
     def verified(self, record: DreamRecord) -> bool:
-        """The verifier beside the LoRA reward: with `require_grounded`, the dream must answer from its passage."""
-        return not self.options.require_grounded or answer_in_passage(record.dream, record.passage)
+        """The verifiers beside the LoRA reward: with `require_grounded`, the dream must answer from its passage; with
+        `teacher=agree`, the teacher must give its question the same answer."""
+        grounded = not self.options.require_grounded or answer_in_passage(record.dream, record.passage)
+        agreed = self.options.teacher == "none" or (bool(record.teacher_answer) and exact_match(record.dream.rpartition("A:")[2], record.teacher_answer))
+        return grounded and agreed
+
+    def ask_teacher(self, learner: TextLearner, context: SleepContext, records: list[DreamRecord]) -> None:
+        """With a teacher's verifier, the sleep's teacher answers each dream's question greedily, reading as it read in
+        wake (its fast memory's `teacher_prompt`: with the dream's passage in context, or nothing added)."""
+        if self.options.teacher == "none":
+            return
+        asked = [(record, question) for record in records if (question := question_of(record.sample))]
+        prompts = [learner.fast_memory.teacher_prompt(f"Q: {question} A:", record.document) for record, question in asked]
+        for (record, _), answer in zip(asked, greedy_answers(context.teacher, learner.tokenizer, prompts, self.options.max_new_tokens)):
+            record.teacher_answer = answer
 
     def selection_scores(self, learner: TextLearner, batch: list[DreamRecord], probes: tuple[list[str], list[str]]) -> list[float]:
         """Gradient scores of the round's dreams (zeros without gradient selection)."""
@@ -369,21 +398,26 @@ class ReSTEMDreaming(SleepStage):
             direction = loss_gradient(learner.model, encode_pairs(learner.tokenizer, *probes, learner.config.max_length))
         return gradient_scores(learner.model, learner.tokenizer, [r.dream for r in batch], learner.config.max_length, direction)
 
-    def dream_round(self, learner: TextLearner, round_index: int, passages: list[str], generator: torch.Generator) -> list[DreamRecord]:
-        """Sample `dreams_per_passage` dreams per passage (with novelty routing if `random_expert`)."""
+    def dream_round(
+        self, learner: TextLearner, context: SleepContext, round_index: int, units: list[tuple[str, str]], generator: torch.Generator,
+    ) -> list[DreamRecord]:
+        """Sample `dreams_per_passage` dreams per (document, unit) (with novelty routing if `random_expert`), and the
+        teacher's answers to their questions when it verifies them."""
         opts = self.options
-        cues = [(p, *render_prompt(opts.prompt, p, opts.opening_words)) for p in passages for _ in range(opts.dreams_per_passage)]
-        prompts = [prompt for _, prompt, _ in cues]
+        cues = [(d, u, *render_prompt(opts.prompt, u, opts.opening_words)) for d, u in units for _ in range(opts.dreams_per_passage)]
+        prompts = [prompt for _, _, prompt, _ in cues]
         if opts.random_expert:
             with novelty_routing(learner.model, generator):
                 samples = sample_texts(learner, prompts, opts.max_new_tokens, generator, opts.temperature)
         else:
             samples = sample_texts(learner, prompts, opts.max_new_tokens, generator, opts.temperature)
-        return [
-            DreamRecord(round_index, passage, prompt, f"{cue} {sample}".strip(), sample)
-            for (passage, prompt, cue), sample in zip(cues, samples)
+        records = [
+            DreamRecord(round_index, unit, prompt, f"{cue} {sample}".strip(), sample, document=document)
+            for (document, unit, prompt, cue), sample in zip(cues, samples)
             if sample.strip()
         ]
+        self.ask_teacher(learner, context, records)
+        return records
 
 
 def fit(learner: TextLearner, prompts: list[str], completions: list[str], anchors: list[str], steps: int, lr: float) -> float:
@@ -392,12 +426,22 @@ def fit(learner: TextLearner, prompts: list[str], completions: list[str], anchor
     return sft_steps(learner.model, batch, steps, lr)
 
 
-def protected_fit(learner: TextLearner, context: TextSleepContext, texts: list[str], opts: ReSTEMDreamingOptions) -> float:
-    """Fit `texts` as knowledge seeding fits its new pairs (seeding.supervised_steps): `batch_size` of them a step, with
-    `protect_share` of the loss on KL(slow || student) over the protection rows seeding guarded in this sleep."""
-    new = SeedingData([""] * len(texts), [""] * len(texts), texts)
+def protected_fit(learner: TextLearner, context: TextSleepContext, prompts: list[str], completions: list[str], opts: ReSTEMDreamingOptions) -> float:
+    """Fit (prompt -> completion) pairs as knowledge seeding fits its new pairs (seeding.supervised_steps): `batch_size` of
+    them a step, with `protect_share` of the loss on KL(slow || student) over the protection rows seeding guarded in this sleep."""
+    new = SeedingData(prompts, prompts, completions)
     seed = derive_seed(learner.seed, context.index, CONSOLIDATION_SALT)
     return supervised_steps(learner, new, context.protection, context.slow, opts.consolidation_steps, opts.lr, opts.batch_size, opts.protect_share, seed)
+
+
+def split_answers(lines: list[str]) -> tuple[list[str], list[str]]:
+    """(prompts, completions): a QA line "Q: question A: answer" as ("Q: question A:", "answer"), so only its answer is
+    a target (a misspelt name in a dream's question is then read, never learned to be written); other lines whole."""
+    pairs = []
+    for line in lines:
+        question, marker, answer = line.rpartition("A:")
+        pairs.append((f"{question}{marker}".strip(), answer.strip()) if marker and question.strip() and answer.strip() else ("", line))
+    return [p for p, _ in pairs], [c for _, c in pairs]
 
 
 def sample_texts(learner: TextLearner, prompts: list[str], max_new_tokens: int, generator: torch.Generator, temperature: float = 1.0) -> list[str]:
