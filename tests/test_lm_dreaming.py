@@ -288,9 +288,11 @@ def test_protected_consolidation_needs_knowledge_seeding_before_dreaming():
         dreaming.ReSTEMDreamingOptions(protect_share=1.0)
 
 
-def test_teacher_agreement_fits_only_the_dreams_the_teacher_answers_alike(tmp_path, monkeypatch):
+@pytest.mark.parametrize("check", ["agree", "agree-unknown"])
+def test_teacher_agreement_fits_only_the_dreams_the_teacher_answers_alike(tmp_path, monkeypatch, check):
     """dreaming.teacher=agree: the sleep's teacher is asked each dream's question as its fast memory reads (here the
-    whole passage the sentence came from, in context) and a dream is fitted only when the answers match."""
+    whole passage the sentence came from, in context) and a dream is fitted only when the answers match;
+    agree-unknown also drops the dreams the student, asked closed-book, already answered so."""
     cfg = load_config("fact-stream-micro", ["seed=0"])
     curriculum = build_curriculum(cfg)
     learner = build_learner(cfg, curriculum.info)
@@ -298,22 +300,33 @@ def test_teacher_agreement_fits_only_the_dreams_the_teacher_answers_alike(tmp_pa
     context = learner.begin_sleep(SleepContext(curriculum[0], len(curriculum), seed=0, artifacts_dir=tmp_path))
     samples = ["who is it? A: Ann", "who is it? A: Bob", "no question here"]
     monkeypatch.setattr(dreaming, "sample_texts", lambda learner, prompts, *args: [samples[i % 3] for i in range(len(prompts))])
-    asked: list[tuple[torch.nn.Module, list[str]]] = []
-    monkeypatch.setattr(dreaming, "greedy_answers", lambda model, tokenizer, prompts, *args: asked.append((model, prompts)) or ["ann."] * len(prompts))
+    asked: dict[str, list[str]] = {}
+
+    def answers(model: torch.nn.Module, tokenizer, prompts: list[str], *args) -> list[str]:
+        if model is context.teacher:
+            asked["teacher"] = prompts
+            return ["ann."] * len(prompts)
+        asked["student"] = prompts
+        return ["Ann" if i % 4 == 0 else "no idea" for i in range(len(prompts))]
+
+    monkeypatch.setattr(dreaming, "greedy_answers", answers)
     fitted: list[list[str]] = []
     monkeypatch.setattr(dreaming, "fit", lambda learner, prompts, completions, *args: fitted.append(list(completions)) or 0.0)
-    options = {"rounds": 0, "dreams_per_passage": 3, "consolidate": "every-passage", "dream_about": "sentence", "teacher": "agree"}
-    dreaming.ReSTEMDreaming.with_options(**options)(learner, context)
+    options = {"rounds": 0, "dreams_per_passage": 3, "consolidate": "every-passage", "dream_about": "sentence", "teacher": check}
+    metrics = dreaming.ReSTEMDreaming.with_options(**options)(learner, context)
     records = [json.loads(line) for line in (tmp_path / "dreams.jsonl").read_text().splitlines()]
-    (model, prompts), = asked
-    assert model is context.teacher
     questioned = [r for r in records if r["sample"] != samples[2]]
-    assert prompts == [learner.fast_memory.teacher_prompt("Q: who is it? A:", r["document"]) for r in questioned]
+    assert asked["teacher"] == [learner.fast_memory.teacher_prompt("Q: who is it? A:", r["document"]) for r in questioned]
+    assert asked["student"] == ["Q: who is it? A:"] * len(questioned)  # the student is asked closed-book
     assert all(r["passage"] in r["document"] and r["document"] in curriculum[0].train["text"] for r in records)
-    assert all(r["document"] in prompt for r, prompt in zip(questioned, prompts))  # the teacher reads the passage, not the sentence
-    consolidated = [r["dream"] for r in records if r["consolidated"]]
-    assert fitted == [consolidated] and set(consolidated) == {"Q: who is it? A: Ann"}  # Bob disagrees; no question, no answer
+    assert all(r["document"] in prompt for r, prompt in zip(questioned, asked["teacher"]))  # the teacher reads the passage, not the sentence
+    agreed = [r for r in records if r["sample"] == samples[0]]  # Bob disagrees; no question, no answer
+    knew = [r for r in agreed if r["student_answer"] == "Ann"]
+    expected = [r["dream"] for r in agreed if check == "agree" or r not in knew]
+    assert fitted == [[r["dream"] for r in records if r["consolidated"]]] and [r["dream"] for r in records if r["consolidated"]] == expected
+    assert 0 < len(knew) < len(agreed) and set(expected) == {"Q: who is it? A: Ann"}
     assert all(r["teacher_answer"] == ("ann." if r in questioned else "") for r in records)
+    assert metrics["teacher_agrees"] == len(agreed) / len(questioned) and metrics["student_knew"] == len(knew) / len(agreed)
 
 
 def test_teacher_agreement_needs_a_learner_with_a_fast_memory():
@@ -321,7 +334,7 @@ def test_teacher_agreement_needs_a_learner_with_a_fast_memory():
         check_buildable(load_config("fact-stream-micro", ["learner=seal", "learner.sleep.options.dreaming.teacher=agree"]))
     assert "\n" not in str(error.value)
     check_buildable(load_config("fact-stream-micro", ["learner.sleep.stages=[expansion,knowledge-seeding,dreaming]", "learner.sleep.options.dreaming.teacher=agree"]))
-    with pytest.raises(ValueError, match="teacher must be one of none, agree"):
+    with pytest.raises(ValueError, match="teacher must be one of none, agree, agree-unknown"):
         dreaming.ReSTEMDreamingOptions(teacher="answer")
 
 

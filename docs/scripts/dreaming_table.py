@@ -115,6 +115,12 @@ PAIRS = [
     ("sleep-keyed-teacher-verified-fit-256-at-0.01", "sleep-keyed-no-dreaming"),  # ... with the teacher's verifier
     ("sleep-keyed-teacher-verified-fit-256-at-0.01", "sleep-keyed-protected-fit-256-at-0.01"),
     ("sleep-keyed-teacher-verified-fit-256-at-0.01", "seal-grounded-sentences"),
+    ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "sleep-keyed-no-dreaming"),  # ... fitting their answers alone
+    ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "sleep-keyed-teacher-verified-fit-256-at-0.01"),
+    ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "sleep-keyed-sentences"),
+    ("sleep-keyed-teacher-unknown-answers-fit-256-at-0.01", "sleep-keyed-no-dreaming"),  # ... only the dreams the student did not know
+    ("sleep-keyed-teacher-unknown-answers-fit-256-at-0.01", "sleep-keyed-teacher-verified-answers-fit-256-at-0.01"),
+    ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "seal-grounded-sentences"),
 ]
 
 

@@ -88,7 +88,7 @@ from somna.platform.registry import register_sleep_stage
 
 LORA_TARGETS = "all-linear"  # PEFT: every linear layer but the LM head, whatever the base calls them
 CONSOLIDATE = ("rewarded", "every-passage", "dev-answers", "documents")  # what the stage fits after its rounds
-TEACHER_CHECKS = ("none", "agree")  # the verifiers a sleep's teacher can add
+TEACHER_CHECKS = ("none", "agree", "agree-unknown")  # the verifiers a sleep's teacher can add
 CONSOLIDATION_SALT = 13  # seeds the protected consolidation's row order
 
 
@@ -118,7 +118,7 @@ class ReSTEMDreamingOptions:
     anchor_documents: bool = True  # M-step and consolidation batches also hold the experience's documents
     reward_tasks: bool = True  # LoRA copies as Ray tasks when Ray has >= 2 free CPUs
     require_grounded: bool = False  # reward only dreams whose answer is words of their passage (rewards.answer_in_passage)
-    teacher: str = "none"  # "agree": a dream passes only when the sleep's teacher (fast memory) answers its question as it does
+    teacher: str = "none"  # "agree": a dream passes only when the sleep's teacher (fast memory) answers its question as it does; "agree-unknown": and the student, closed-book, does not
     consolidate: str = "rewarded"  # what the model fits after the rounds: the last round's rewarded dreams, or "every-passage": fresh dreams about every passage of the experience (SEAL's evaluation); diagnostics: "dev-answers", "documents"
     protect_share: float = 0.0  # > 0: consolidate in minibatches with this share of each step on KL(slow || student) over knowledge seeding's protection rows
     batch_size: int = 8  # rows per consolidation step when protect_share > 0 (else one batch of everything, as shipped)
@@ -268,7 +268,8 @@ class DreamRecord:
     improvement: float = 0.0
     consolidated: bool = False  # fitted after the rounds
     document: str = ""  # the passage the unit (`passage`: it or one of its sentences) comes from
-    teacher_answer: str = ""  # the teacher's answer to the dream's question, with `teacher=agree`
+    teacher_answer: str = ""  # the teacher's answer to the dream's question, with a teacher's verifier
+    student_answer: str = ""  # the student's closed-book answer to it when it was dreamed, with a teacher's verifier
 
 
 def render_prompt(template: str, passage: str, opening_words: int) -> tuple[str, str]:
@@ -370,24 +371,29 @@ class ReSTEMDreaming(SleepStage):
         else:
             loss = fit(learner, prompts, completions, anchors, opts.consolidation_steps, opts.lr)
         write_dreams(context, records)
-        return {"consolidated_dreams": float(len(lines)), "consolidation_loss": loss}
+        return {"consolidated_dreams": float(len(lines)), "consolidation_loss": loss} | teacher_shares(records if opts.teacher != "none" else [])
 
     def verified(self, record: DreamRecord) -> bool:
         """The verifiers beside the LoRA reward: with `require_grounded`, the dream must answer from its passage; with
-        `teacher=agree`, the teacher must give its question the same answer."""
+        `teacher=agree`, the teacher must give its question the same answer; `agree-unknown` also needs a student that
+        did not already answer so (a dream it knows teaches it nothing)."""
         grounded = not self.options.require_grounded or answer_in_passage(record.dream, record.passage)
-        agreed = self.options.teacher == "none" or (bool(record.teacher_answer) and exact_match(record.dream.rpartition("A:")[2], record.teacher_answer))
-        return grounded and agreed
+        if self.options.teacher == "none":
+            return grounded
+        return grounded and teacher_agrees(record) and (self.options.teacher == "agree" or not student_knew(record))
 
     def ask_teacher(self, learner: TextLearner, context: SleepContext, records: list[DreamRecord]) -> None:
         """With a teacher's verifier, the sleep's teacher answers each dream's question greedily, reading as it read in
-        wake (its fast memory's `teacher_prompt`: with the dream's passage in context, or nothing added)."""
+        wake (its fast memory's `teacher_prompt`: with the dream's passage in context, or nothing added), and so
+        does the student as it is, closed-book."""
         if self.options.teacher == "none":
             return
-        asked = [(record, question) for record in records if (question := question_of(record.sample))]
-        prompts = [learner.fast_memory.teacher_prompt(f"Q: {question} A:", record.document) for record, question in asked]
-        for (record, _), answer in zip(asked, greedy_answers(context.teacher, learner.tokenizer, prompts, self.options.max_new_tokens)):
-            record.teacher_answer = answer
+        asked = [(record, f"Q: {question} A:") for record in records if (question := question_of(record.sample))]
+        prompts = [learner.fast_memory.teacher_prompt(question, record.document) for record, question in asked]
+        teacher = greedy_answers(context.teacher, learner.tokenizer, prompts, self.options.max_new_tokens)
+        student = greedy_answers(learner.model, learner.tokenizer, [question for _, question in asked], self.options.max_new_tokens)
+        for (record, _), by_teacher, by_student in zip(asked, teacher, student):
+            record.teacher_answer, record.student_answer = by_teacher, by_student
 
     def selection_scores(self, learner: TextLearner, batch: list[DreamRecord], probes: tuple[list[str], list[str]]) -> list[float]:
         """Gradient scores of the round's dreams (zeros without gradient selection)."""
@@ -432,6 +438,24 @@ def protected_fit(learner: TextLearner, context: TextSleepContext, prompts: list
     new = SeedingData(prompts, prompts, completions)
     seed = derive_seed(learner.seed, context.index, CONSOLIDATION_SALT)
     return supervised_steps(learner, new, context.protection, context.slow, opts.consolidation_steps, opts.lr, opts.batch_size, opts.protect_share, seed)
+
+
+def teacher_agrees(record: DreamRecord) -> bool:
+    return bool(record.teacher_answer) and exact_match(record.dream.rpartition("A:")[2], record.teacher_answer)
+
+
+def student_knew(record: DreamRecord) -> bool:
+    return bool(record.teacher_answer) and exact_match(record.student_answer, record.teacher_answer)
+
+
+def teacher_shares(records: list[DreamRecord]) -> Metrics:
+    """Of a sleep's dreams the teacher answered: the share it agrees with, and of those, the share the student knew
+    already (closed-book, when dreamed): what a teacher-verified dream can still teach."""
+    asked = [r for r in records if r.teacher_answer]
+    agreed = [r for r in asked if teacher_agrees(r)]
+    if not asked:
+        return {}
+    return {"teacher_agrees": len(agreed) / len(asked), "student_knew": sum(map(student_knew, agreed)) / max(len(agreed), 1)}
 
 
 def split_answers(lines: list[str]) -> tuple[list[str], list[str]]:
