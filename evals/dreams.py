@@ -3,7 +3,8 @@
 The `dreaming` sleep stage appends one JSON line per dream to
 `artifacts/exp-NNNN/dreams.jsonl` (fields: experience, round, passage, dream,
 score = gradient norm, kept = chosen for a LoRA trial, reward = 1 if tau
-improved, improvement = the real-valued change of tau). Only kept dreams were
+improved, improvement = the real-valued change of tau; with a teacher's verifier
+also teacher_answer and student_answer). Only kept dreams were
 scored by a reward, so only they are ranked; the rest just count as generated.
 A QA dream ("... A: answer") is *grounded* when its answer is words of the passage
 it was dreamed from: a faithful self-edit; a model that misread, or dreamed of

@@ -46,7 +46,8 @@ as SEAL applies its self-edits to every passage once its policy is trained; with
 `require_grounded` only the fresh dreams that pass the verifier are fitted. A second verifier,
 `teacher=agree` (sleep only), asks the sleep's teacher each dream's question, reading as its fast
 memory reads (the whole passage in context, or its store), and passes a dream only when the two
-answers match: a dream stated about the passage need not be what the passage says. With
+answers match: a dream stated about the passage need not be what the passage says
+(`agree-unknown` also drops the dreams the student, asked closed-book, already answers so). With
 `answers_only`, a QA dream is fitted as its question -> its answer, the loss on the answer as on
 seeding's pairs, so a misspelt name in a dream's question is read but never learned to be written. Two more values
 are diagnostics that bound what a self-edit can add, not learners: `dev-answers` fits the
@@ -382,7 +383,7 @@ class ReSTEMDreaming(SleepStage):
             return grounded
         return grounded and teacher_agrees(record) and (self.options.teacher == "agree" or not student_knew(record))
 
-    def ask_teacher(self, learner: TextLearner, context: SleepContext, records: list[DreamRecord]) -> None:
+    def ask_teacher(self, learner: TextLearner, context: TextSleepContext, records: list[DreamRecord]) -> None:
         """With a teacher's verifier, the sleep's teacher answers each dream's question greedily, reading as it read in
         wake (its fast memory's `teacher_prompt`: with the dream's passage in context, or nothing added), and so
         does the student as it is, closed-book."""
