@@ -118,8 +118,6 @@ PAIRS = [
     ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "sleep-keyed-no-dreaming"),  # ... fitting their answers alone
     ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "sleep-keyed-teacher-verified-fit-256-at-0.01"),
     ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "sleep-keyed-sentences"),
-    ("sleep-keyed-teacher-unknown-answers-fit-256-at-0.01", "sleep-keyed-no-dreaming"),  # ... only the dreams the student did not know
-    ("sleep-keyed-teacher-unknown-answers-fit-256-at-0.01", "sleep-keyed-teacher-verified-answers-fit-256-at-0.01"),
     ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "seal-grounded-sentences"),
 ]
 

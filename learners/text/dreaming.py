@@ -372,7 +372,7 @@ class ReSTEMDreaming(SleepStage):
         else:
             loss = fit(learner, prompts, completions, anchors, opts.consolidation_steps, opts.lr)
         write_dreams(context, records)
-        return {"consolidated_dreams": float(len(lines)), "consolidation_loss": loss} | teacher_shares(records if opts.teacher != "none" else [])
+        return {"consolidated_dreams": float(len(lines)), "consolidation_loss": loss} | teacher_shares(records)
 
     def verified(self, record: DreamRecord) -> bool:
         """The verifiers beside the LoRA reward: with `require_grounded`, the dream must answer from its passage; with
@@ -451,7 +451,7 @@ def student_knew(record: DreamRecord) -> bool:
 
 def teacher_shares(records: list[DreamRecord]) -> Metrics:
     """Of a sleep's dreams the teacher answered: the share it agrees with, and of those, the share the student knew
-    already (closed-book, when dreamed): what a teacher-verified dream can still teach."""
+    already (closed-book, when dreamed): what a teacher-verified dream can still teach. Empty without a teacher's verifier."""
     asked = [r for r in records if r.teacher_answer]
     agreed = [r for r in asked if teacher_agrees(r)]
     if not asked:
