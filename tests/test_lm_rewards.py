@@ -13,6 +13,7 @@ from somna.learners.text.rewards import (
     imitation_reward,
     levenshtein,
     normalized_distance,
+    qa_parts,
     same_meaning,
 )
 
@@ -55,6 +56,19 @@ def test_chrf_hand_cases():
     # "ab" vs "abc": unigrams P=1, R=2/3; bigrams P=1, R=1/2; trigram: none in hyp -> P=0, R=0
     precision, recall = (1 + 1 + 0) / 3, (2 / 3 + 1 / 2 + 0) / 3
     assert chrf("ab", "abc", max_order=3) == pytest.approx(5 * precision * recall / (4 * precision + recall))
+
+
+@pytest.mark.parametrize(
+    "line, parts",
+    [
+        ("Q: which pet does Segu keep? A: cat ", ("Q: which pet does Segu keep? A:", "cat")),
+        ("Q: what does A: mean? A: an answer", ("Q: what does A: mean? A:", "an answer")),  # the last marker splits
+        ("Q: which pet does Segu keep? A:", ("Q: which pet does Segu keep? A:", "")),
+        ("Segu keeps a cat", None),
+    ],
+)
+def test_a_qa_line_splits_at_its_last_answer_marker(line, parts):
+    assert qa_parts(line) == parts
 
 
 @pytest.mark.parametrize(

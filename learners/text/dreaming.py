@@ -83,7 +83,7 @@ from somna.learners.stages import SleepStage
 from somna.learners.text.encoding import answer_nll, encode_pairs, greedy_answers, sample_completions
 from somna.learners.text.experts import novelty_routing
 from somna.learners.text.learner import TextLearner, TextSleepContext, dev_rows, training_only
-from somna.learners.text.rewards import answer_in_passage, exact_match
+from somna.learners.text.rewards import answer_in_passage, exact_match, qa_parts
 from somna.learners.text.seeding import SeedingData, question_of, supervised_steps
 from somna.platform.registry import register_sleep_stage
 
@@ -442,7 +442,8 @@ def protected_fit(learner: TextLearner, context: TextSleepContext, prompts: list
 
 
 def teacher_agrees(record: DreamRecord) -> bool:
-    return bool(record.teacher_answer) and exact_match(record.dream.rpartition("A:")[2], record.teacher_answer)
+    parts = qa_parts(record.dream)
+    return bool(record.teacher_answer and parts) and exact_match(parts[1], record.teacher_answer)
 
 
 def student_knew(record: DreamRecord) -> bool:
@@ -462,10 +463,7 @@ def teacher_shares(records: list[DreamRecord]) -> Metrics:
 def split_answers(lines: list[str]) -> tuple[list[str], list[str]]:
     """(prompts, completions): a QA line "Q: question A: answer" as ("Q: question A:", "answer"), so only its answer is
     a target (a misspelt name in a dream's question is then read, never learned to be written); other lines whole."""
-    pairs = []
-    for line in lines:
-        question, marker, answer = line.rpartition("A:")
-        pairs.append((f"{question}{marker}".strip(), answer.strip()) if marker and question.strip() and answer.strip() else ("", line))
+    pairs = [parts if (parts := qa_parts(line)) and parts[0] != "A:" and parts[1] else ("", line) for line in lines]
     return [p for p, _ in pairs], [c for _, c in pairs]
 
 

@@ -108,6 +108,14 @@ def chrf(prediction: str, reference: str, max_order: int = 6, beta: float = 2.0)
     return (1 + beta**2) * precision * recall / (beta**2 * precision + recall)
 
 
+def qa_parts(line: str) -> tuple[str, str] | None:
+    """A QA line "Q: question A: answer" split at its last "A:" into its prompt ("Q: question A:") and its answer,
+    both stripped; None when it has no "A:". The one reading of a dream's question and answer that grounding,
+    the teacher's verifier and the answers-only fit share."""
+    question, marker, answer = line.rpartition("A:")
+    return (f"{question}{marker}".strip(), answer.strip()) if marker else None
+
+
 def answer_in_passage(qa_line: str, passage: str) -> bool:
     """Whether a QA line's answer (after its last "A:") is whole words of `passage`, normalised.
 
@@ -115,6 +123,6 @@ def answer_in_passage(qa_line: str, passage: str) -> bool:
     answer from elsewhere (a misreading, a made-up person) does not. It is an upper bound
     on faithfulness: an answer naming another fact of the same passage still passes.
     evals/dreams.py counts "grounded" dreams by the same rule."""
-    _, marker, answer = qa_line.rpartition("A:")
-    words = normalize_answer(answer)
-    return bool(marker and words) and f" {words} " in f" {normalize_answer(passage)} "
+    parts = qa_parts(qa_line)
+    words = normalize_answer(parts[1]) if parts else ""
+    return bool(words) and f" {words} " in f" {normalize_answer(passage)} "
