@@ -114,14 +114,12 @@ PAIRS = [
     ("sleep-keyed-protected-fit-256-at-0.01", "sleep-keyed-no-dreaming"),  # dreaming on the keyed row, ...
     ("sleep-keyed-teacher-verified-fit-256-at-0.01", "sleep-keyed-no-dreaming"),  # ... with the teacher's verifier
     ("sleep-keyed-teacher-verified-fit-256-at-0.01", "sleep-keyed-protected-fit-256-at-0.01"),
-    ("sleep-keyed-teacher-verified-fit-256-at-0.01", "seal-grounded-sentences"),
     ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "sleep-keyed-no-dreaming"),  # ... fitting their answers alone
     ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "sleep-keyed-teacher-verified-fit-256-at-0.01"),
     ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "sleep-keyed-sentences"),
     ("sleep-keyed-teacher-verified-answers-fit-256-at-0.01", "seal-grounded-sentences"),
     ("sleep-keyed-seeding-as-shipped-no-dreaming", "seal-grounded-sentences"),  # the keyed gate with seeding as shipped, ...
     ("sleep-keyed-seeding-as-shipped-protected-fit-256-at-0.02", "sleep-keyed-seeding-as-shipped-no-dreaming"),  # ... its dreaming
-    ("sleep-keyed-seeding-as-shipped-protected-fit-256-at-0.02", "seal-grounded-sentences"),
     ("sleep-keyed-seeding-as-shipped-teacher-verified-answers-fit-256-at-0.02", "sleep-keyed-seeding-as-shipped-no-dreaming"),
     ("sleep-keyed-seeding-as-shipped-teacher-verified-answers-fit-256-at-0.02", "seal-grounded-sentences"),
 ]
